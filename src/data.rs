@@ -1,0 +1,631 @@
+//! Reading labelled or unlabelled text from CSV, TSV and JSON Lines files.
+//!
+//! Rows stream one at a time ([`RowReader`]) so that `predict` works on files of any size;
+//! training and evaluation collect them with [`read_examples`]. Every error names the file
+//! and the line, and a column where one is at fault.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+/// File formats bertcls reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    /// Tab-separated with no quoting, as GLUE's files: a `"` is an ordinary character.
+    Tsv,
+    Jsonl,
+}
+
+impl Format {
+    /// The format a file's extension stands for.
+    pub fn from_path(path: &Path) -> Result<Self, DataError> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "csv" => Ok(Self::Csv),
+            "tsv" | "tab" => Ok(Self::Tsv),
+            "jsonl" | "ndjson" | "json" => Ok(Self::Jsonl),
+            _ => Err(DataError::File {
+                file: path.to_path_buf(),
+                message: "unknown file type: name it .csv, .tsv or .jsonl (or pass --format)".into(),
+            }),
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "csv" => Some(Self::Csv),
+            "tsv" => Some(Self::Tsv),
+            "jsonl" | "json" => Some(Self::Jsonl),
+            _ => None,
+        }
+    }
+
+    fn delimiter(self) -> u8 {
+        if self == Self::Tsv { b'\t' } else { b',' }
+    }
+}
+
+/// Which columns hold the text, the optional second text of a pair, and the label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    pub text: String,
+    pub text_pair: Option<String>,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{}: cannot read: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A problem with the file as a whole.
+    #[error("{}: {message}", file.display())]
+    File { file: PathBuf, message: String },
+    /// A problem confined to one row; `predict --on-error skip-row` can step over these.
+    #[error("{}:{line}: {message}", file.display())]
+    Row {
+        file: PathBuf,
+        line: u64,
+        message: String,
+    },
+}
+
+impl DataError {
+    pub fn is_row_error(&self) -> bool {
+        matches!(self, Self::Row { .. })
+    }
+}
+
+/// One row's fields as they were read, so `predict` can write them back unchanged.
+#[derive(Debug, Clone)]
+pub enum RawRecord {
+    Fields(Vec<String>),
+    Object(Map<String, Value>),
+}
+
+/// The fields bertcls uses from one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// 1-based line where the row starts.
+    pub line: u64,
+    pub text: String,
+    pub text_pair: Option<String>,
+    pub label: Option<String>,
+}
+
+enum Inner {
+    Delimited {
+        reader: csv::Reader<Box<dyn Read>>,
+        text: usize,
+        text_pair: Option<usize>,
+        label: Option<usize>,
+        record: csv::StringRecord,
+    },
+    Jsonl {
+        lines: std::io::Split<BufReader<Box<dyn Read>>>,
+        line: u64,
+    },
+}
+
+/// Streams rows from a data file (or standard input).
+pub struct RowReader {
+    file: PathBuf,
+    columns: Columns,
+    headers: Vec<String>,
+    inner: Inner,
+    rows: u64,
+}
+
+fn open_input(path: &Path) -> Result<Box<dyn Read>, DataError> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let file = File::open(path).map_err(|source| DataError::Io {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(DataError::File {
+            file: path.to_path_buf(),
+            message: "is a folder, not a data file".into(),
+        });
+    }
+    Ok(Box::new(file))
+}
+
+fn missing_column(file: &Path, role: &str, column: &str, available: &[String]) -> DataError {
+    let hint = crate::config::suggest(column, available.iter().map(String::as_str))
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default();
+    let tabbed = available.len() == 1 && available[0].contains('\t');
+    let delimiter_hint = if tabbed {
+        "; the header looks tab-separated: name the file .tsv"
+    } else {
+        ""
+    };
+    DataError::File {
+        file: file.to_path_buf(),
+        message: format!(
+            "no {role} column `{column}` (columns: {}){hint}{delimiter_hint}",
+            available.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+impl RowReader {
+    /// Opens `path` (or `-` for standard input) in `format`, checking that the columns exist.
+    pub fn open(path: &Path, format: Format, columns: &Columns) -> Result<Self, DataError> {
+        let input = open_input(path)?;
+        let file = path.to_path_buf();
+        let inner = match format {
+            Format::Csv | Format::Tsv => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .delimiter(format.delimiter())
+                    .quoting(format == Format::Csv)
+                    .flexible(false)
+                    .from_reader(input);
+                let headers: Vec<String> = match reader.headers() {
+                    Ok(h) => h.iter().map(|s| s.trim().to_string()).collect(),
+                    Err(e) => return Err(csv_error(&file, e)),
+                };
+                if headers.iter().all(|h| h.is_empty()) {
+                    return Err(DataError::File {
+                        file,
+                        message: "is empty: expected a header line naming the columns".into(),
+                    });
+                }
+                let find = |role: &str, name: &str| {
+                    headers
+                        .iter()
+                        .position(|h| h == name)
+                        .ok_or_else(|| missing_column(&file, role, name, &headers))
+                };
+                let text = find("text", &columns.text)?;
+                let text_pair = match &columns.text_pair {
+                    Some(c) => Some(find("text pair", c)?),
+                    None => None,
+                };
+                let label = match &columns.label {
+                    Some(c) => Some(find("label", c)?),
+                    None => None,
+                };
+                return Ok(Self {
+                    file,
+                    columns: columns.clone(),
+                    headers,
+                    inner: Inner::Delimited {
+                        reader,
+                        text,
+                        text_pair,
+                        label,
+                        record: csv::StringRecord::new(),
+                    },
+                    rows: 0,
+                });
+            }
+            Format::Jsonl => Inner::Jsonl {
+                lines: BufReader::with_capacity(1 << 16, input).split(b'\n'),
+                line: 0,
+            },
+        };
+        Ok(Self {
+            file,
+            columns: columns.clone(),
+            headers: Vec::new(),
+            inner,
+            rows: 0,
+        })
+    }
+
+    /// The header of a CSV/TSV file (empty for JSON Lines).
+    pub fn headers(&self) -> &[String] {
+        &self.headers
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The next row, `None` at the end of the file. A row-level error leaves the reader
+    /// positioned after that row, so a caller may report it and carry on.
+    pub fn next_row(&mut self) -> Result<Option<(Row, RawRecord)>, DataError> {
+        let result = match &mut self.inner {
+            Inner::Delimited {
+                reader,
+                text,
+                text_pair,
+                label,
+                record,
+            } => {
+                let line = reader.position().line() + 1;
+                match reader.read_record(record) {
+                    Ok(false) => Ok(None),
+                    Ok(true) => {
+                        let line = record.position().map_or(line, |p| p.line());
+                        let field = |i: usize| record.get(i).unwrap_or("").to_string();
+                        let row = Row {
+                            line,
+                            text: field(*text),
+                            text_pair: text_pair.map(field),
+                            label: label.map(field),
+                        };
+                        Ok(Some((row, RawRecord::Fields(record.iter().map(str::to_string).collect()))))
+                    }
+                    Err(e) => Err(csv_error_with_headers(&self.file, e, &self.headers)),
+                }
+            }
+            Inner::Jsonl { lines, line } => loop {
+                let Some(bytes) = lines.next() else {
+                    break Ok(None);
+                };
+                *line += 1;
+                let bytes = bytes.map_err(|source| DataError::Io {
+                    file: self.file.clone(),
+                    source,
+                })?;
+                let bytes = if *line == 1 { strip_bom(&bytes) } else { &bytes[..] };
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                break parse_json_row(&self.file, *line, bytes, &self.columns).map(Some);
+            },
+        };
+        let result = result.and_then(|row| match row {
+            Some((row, raw)) => {
+                check_row(&self.file, &row, &self.columns)?;
+                Ok(Some((row, raw)))
+            }
+            None => Ok(None),
+        });
+        if let Ok(Some(_)) = result {
+            self.rows += 1;
+        }
+        result
+    }
+}
+
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+fn check_row(file: &Path, row: &Row, columns: &Columns) -> Result<(), DataError> {
+    let row_error = |message: String| DataError::Row {
+        file: file.to_path_buf(),
+        line: row.line,
+        message,
+    };
+    if row.text.trim().is_empty() {
+        return Err(row_error(format!("empty text in column `{}`", columns.text)));
+    }
+    if let (Some(pair), Some(column)) = (&row.text_pair, &columns.text_pair) {
+        if pair.trim().is_empty() {
+            return Err(row_error(format!("empty text in column `{column}`")));
+        }
+    }
+    if let (Some(label), Some(column)) = (&row.label, &columns.label) {
+        if label.trim().is_empty() {
+            return Err(row_error(format!("empty label in column `{column}`")));
+        }
+    }
+    Ok(())
+}
+
+fn parse_json_row(
+    file: &Path,
+    line: u64,
+    bytes: &[u8],
+    columns: &Columns,
+) -> Result<(Row, RawRecord), DataError> {
+    let row_error = |message: String| DataError::Row {
+        file: file.to_path_buf(),
+        line,
+        message,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        row_error(format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1))
+    })?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| row_error(format!("column {}: invalid JSON: {e}", e.column())))?;
+    let Value::Object(object) = value else {
+        return Err(row_error("expected a JSON object per line".into()));
+    };
+    let get = |role: &str, key: &str| -> Result<String, DataError> {
+        match object.get(key) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) if role == "label" => Ok(n.to_string()),
+            Some(Value::Bool(b)) if role == "label" => Ok(b.to_string()),
+            Some(other) => Err(row_error(format!(
+                "field `{key}` must be a {} (got {other})",
+                if role == "label" { "string or integer" } else { "string" }
+            ))),
+            None => {
+                let keys: Vec<String> = object.keys().cloned().collect();
+                let hint = crate::config::suggest(key, keys.iter().map(String::as_str))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                Err(row_error(format!(
+                    "no {role} field `{key}` (fields: {}){hint}",
+                    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                )))
+            }
+        }
+    };
+    let row = Row {
+        line,
+        text: get("text", &columns.text)?,
+        text_pair: columns.text_pair.as_deref().map(|c| get("text pair", c)).transpose()?,
+        label: columns.label.as_deref().map(|c| get("label", c)).transpose()?,
+    };
+    Ok((row, RawRecord::Object(object)))
+}
+
+fn csv_error(file: &Path, e: csv::Error) -> DataError {
+    csv_error_with_headers(file, e, &[])
+}
+
+fn csv_error_with_headers(file: &Path, e: csv::Error, headers: &[String]) -> DataError {
+    let line = e.position().map_or(0, |p| p.line());
+    let message = match e.kind() {
+        csv::ErrorKind::Io(io) => {
+            return DataError::Io {
+                file: file.to_path_buf(),
+                source: std::io::Error::new(io.kind(), io.to_string()),
+            };
+        }
+        csv::ErrorKind::Utf8 { err, .. } => {
+            let column = headers
+                .get(err.field())
+                .map_or_else(|| format!("field {}", err.field() + 1), |h| format!("column `{h}`"));
+            format!("invalid UTF-8 in {column}")
+        }
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!(
+            "expected {expected_len} fields like the header, found {len} \
+             (a stray delimiter or an unbalanced quote?)"
+        ),
+        _ => e.to_string(),
+    };
+    if line == 0 {
+        DataError::File {
+            file: file.to_path_buf(),
+            message,
+        }
+    } else {
+        DataError::Row {
+            file: file.to_path_buf(),
+            line,
+            message,
+        }
+    }
+}
+
+/// Reads every row of a file. `limit` stops after that many rows (as `max_train_samples`).
+pub fn read_rows(
+    path: &Path,
+    format: Format,
+    columns: &Columns,
+    limit: Option<usize>,
+) -> Result<Vec<Row>, DataError> {
+    let mut reader = RowReader::open(path, format, columns)?;
+    let mut rows = Vec::new();
+    while limit.is_none_or(|n| rows.len() < n) {
+        match reader.next_row()? {
+            Some((row, _)) => rows.push(row),
+            None => break,
+        }
+    }
+    if rows.is_empty() {
+        return Err(DataError::File {
+            file: path.to_path_buf(),
+            message: "has no data rows".into(),
+        });
+    }
+    Ok(rows)
+}
+
+/// The classes of a task, indexed by id: sorted, numerically when every label is an
+/// integer (so `10` follows `9`), as strings otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelSet {
+    names: Vec<String>,
+}
+
+impl LabelSet {
+    pub fn from_names(names: Vec<String>) -> Self {
+        Self { names }
+    }
+
+    /// The sorted set of labels seen in `rows`.
+    pub fn from_rows(rows: &[Row]) -> Self {
+        let set: BTreeSet<&str> = rows.iter().filter_map(|r| r.label.as_deref()).collect();
+        let mut names: Vec<String> = set.into_iter().map(str::to_string).collect();
+        if names.iter().all(|n| n.parse::<i64>().is_ok()) {
+            names.sort_by_key(|n| n.parse::<i64>().unwrap_or(0));
+        }
+        Self { names }
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn name(&self, id: usize) -> &str {
+        &self.names[id]
+    }
+
+    pub fn id(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+}
+
+/// A labelled example ready for tokenization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub line: u64,
+    pub text: String,
+    pub text_pair: Option<String>,
+    pub label: usize,
+}
+
+/// Maps each row's label to its id; a label outside `labels` is an error naming the row.
+pub fn label_rows(file: &Path, rows: Vec<Row>, labels: &LabelSet) -> Result<Vec<Example>, DataError> {
+    rows.into_iter()
+        .map(|row| {
+            let name = row.label.as_deref().unwrap_or("");
+            let label = labels.id(name).ok_or_else(|| DataError::Row {
+                file: file.to_path_buf(),
+                line: row.line,
+                message: format!(
+                    "label `{name}` was not seen in training (known labels: {})",
+                    labels.names().join(", ")
+                ),
+            })?;
+            Ok(Example {
+                line: row.line,
+                text: row.text,
+                text_pair: row.text_pair,
+                label,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, content: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bertcls-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn cols(text: &str, label: Option<&str>) -> Columns {
+        Columns {
+            text: text.into(),
+            text_pair: None,
+            label: label.map(Into::into),
+        }
+    }
+
+    fn read(name: &str, content: &[u8], columns: &Columns) -> Result<Vec<Row>, DataError> {
+        let path = write(name, content);
+        read_rows(&path, Format::from_path(&path)?, columns, None)
+    }
+
+    #[test]
+    fn reads_csv_tsv_and_jsonl_alike() {
+        let c = cols("text", Some("label"));
+        let csv = read("a.csv", b"label,text\npos,\"good, really\"\nneg,bad\n", &c).unwrap();
+        let tsv = read("a.tsv", b"label\ttext\npos\tgood, really\nneg\tbad\n", &c).unwrap();
+        let jsonl = read(
+            "a.jsonl",
+            b"{\"label\":\"pos\",\"text\":\"good, really\"}\n\n{\"label\":\"neg\",\"text\":\"bad\"}\n",
+            &c,
+        )
+        .unwrap();
+        let strip = |rows: Vec<Row>| rows.into_iter().map(|r| (r.text, r.label)).collect::<Vec<_>>();
+        assert_eq!(strip(csv.clone()), strip(tsv));
+        assert_eq!(strip(csv.clone()), strip(jsonl.clone()));
+        assert_eq!(csv[1].line, 3);
+        assert_eq!(jsonl[1].line, 3, "blank lines still count");
+    }
+
+    #[test]
+    fn tsv_keeps_quotes_as_text() {
+        let rows = read("q.tsv", b"label\ttext\n1\tsaid \"hi\n", &cols("text", Some("label"))).unwrap();
+        assert_eq!(rows[0].text, "said \"hi");
+    }
+
+    #[test]
+    fn integer_labels_sort_numerically() {
+        let rows: Vec<Row> = ["10", "9", "2", "9"]
+            .iter()
+            .map(|l| Row {
+                line: 1,
+                text: "x".into(),
+                text_pair: None,
+                label: Some(l.to_string()),
+            })
+            .collect();
+        assert_eq!(LabelSet::from_rows(&rows).names(), &["2", "9", "10"]);
+        let json = read("n.jsonl", b"{\"t\":\"a\",\"y\":1}\n{\"t\":\"b\",\"y\":0}\n", &cols("t", Some("y"))).unwrap();
+        assert_eq!(LabelSet::from_rows(&json).names(), &["0", "1"]);
+    }
+
+    #[test]
+    fn missing_column_suggests_the_closest() {
+        let e = read("m.csv", b"label,sentence\n1,a\n", &cols("sentense", Some("label"))).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("m.csv") && msg.contains("`sentense`"), "{msg}");
+        assert!(msg.contains("did you mean `sentence`"), "{msg}");
+        let e = read("t.csv", b"label\tsentence\n1\ta\n", &cols("sentence", Some("label"))).unwrap_err();
+        assert!(e.to_string().contains("tab-separated"), "{e}");
+    }
+
+    #[test]
+    fn row_errors_name_file_and_line() {
+        let c = cols("text", Some("label"));
+        let e = read("r.csv", b"label,text\n1,a\n1,b,c\n", &c).unwrap_err();
+        assert!(e.is_row_error());
+        assert!(e.to_string().starts_with(&format!("{}:3:", write("r.csv", b"").display())), "{e}");
+        let e = read("e.csv", b"label,text\n1,a\n0,\n", &c).unwrap_err();
+        assert!(e.to_string().contains(":3: empty text in column `text`"), "{e}");
+        let e = read("u.csv", b"label,text\n1,ok\n0,caf\xe9\n", &c).unwrap_err();
+        assert!(e.to_string().contains(":3: invalid UTF-8 in column `text`"), "{e}");
+        let e = read("j.jsonl", b"{\"label\":1,\"text\":\"a\"}\n{\"label\":1,\n", &c).unwrap_err();
+        assert!(e.to_string().contains(":2: column"), "{e}");
+    }
+
+    #[test]
+    fn empty_and_header_only_files() {
+        let c = cols("text", Some("label"));
+        assert!(read("empty.csv", b"", &c).unwrap_err().to_string().contains("is empty"));
+        let e = read("header.csv", b"label,text\n", &c).unwrap_err();
+        assert!(e.to_string().contains("no data rows"), "{e}");
+    }
+
+    #[test]
+    fn bom_is_ignored() {
+        let c = cols("text", Some("label"));
+        let rows = read("bom.csv", b"\xEF\xBB\xBFlabel,text\n1,a\n", &c).unwrap();
+        assert_eq!(rows[0].label.as_deref(), Some("1"));
+        let rows = read("bom.jsonl", b"\xEF\xBB\xBF{\"label\":1,\"text\":\"a\"}\n", &c).unwrap();
+        assert_eq!(rows[0].text, "a");
+    }
+
+    #[test]
+    fn unknown_label_is_named() {
+        let labels = LabelSet::from_names(vec!["neg".into(), "pos".into()]);
+        let rows = vec![Row {
+            line: 7,
+            text: "x".into(),
+            text_pair: None,
+            label: Some("neutral".into()),
+        }];
+        let e = label_rows(Path::new("dev.csv"), rows, &labels).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dev.csv:7: label `neutral` was not seen in training (known labels: neg, pos)"
+        );
+    }
+}

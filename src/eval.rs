@@ -1,0 +1,63 @@
+//! Evaluating a classifier on labelled data.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use candle_core::Device;
+use indicatif::ProgressBar;
+
+use crate::data::{self, Columns, Format, LabelSet};
+use crate::metrics::Report;
+use crate::model::FineTuned;
+use crate::predict::{Scorer, argmax};
+use crate::tokenize::Encoded;
+
+/// Metrics of `model` on encoded examples with known label ids. The loss is the mean
+/// cross-entropy, as the training loss.
+pub fn evaluate_encoded(
+    scorer: &Scorer,
+    encoded: &[Encoded],
+    truth: &[usize],
+    labels: &LabelSet,
+    progress: Option<&ProgressBar>,
+) -> Result<Report> {
+    let probs = scorer.probabilities(encoded, progress)?;
+    let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+    let loss = probs
+        .iter()
+        .zip(truth)
+        .map(|(p, &t)| -(p[t].max(f32::MIN_POSITIVE) as f64).ln())
+        .sum::<f64>()
+        / truth.len().max(1) as f64;
+    Ok(Report::compute(truth, &predicted, labels.names(), Some(loss)))
+}
+
+pub struct EvalOptions {
+    pub data: PathBuf,
+    pub format: Option<Format>,
+    pub columns: Columns,
+    pub batch_size: usize,
+    pub max_samples: Option<usize>,
+}
+
+/// Evaluates a fine-tuned model folder on a labelled file. A label the model was not trained
+/// on is an error naming the row.
+pub fn evaluate_file(model: &FineTuned, opts: &EvalOptions, device: &Device) -> Result<Report> {
+    let format = match opts.format {
+        Some(f) => f,
+        None => Format::from_path(&opts.data)?,
+    };
+    let rows = data::read_rows(&opts.data, format, &opts.columns, opts.max_samples)?;
+    let examples = data::label_rows(&opts.data, rows, &model.labels)?;
+    let inputs: Vec<(&str, Option<&str>)> = examples
+        .iter()
+        .map(|e| (e.text.as_str(), e.text_pair.as_deref()))
+        .collect();
+    let encoded = model.tokenizer.encode(&inputs)?;
+    let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
+    let bar = ProgressBar::new(encoded.len() as u64);
+    let scorer = Scorer::for_model(model, opts.batch_size, device);
+    let report = evaluate_encoded(&scorer, &encoded, &truth, &model.labels, Some(&bar))?;
+    bar.finish_and_clear();
+    Ok(report)
+}

@@ -1,0 +1,21 @@
+//! bertcls: fine-tune BERT for text classification and serve its predictions.
+//!
+//! The library holds everything; the `bertcls` binary is a thin command line over it
+//! ([`cli`]). Start from [`train::train`], [`eval::evaluate_file`] and
+//! [`predict::predict_file`].
+
+pub mod atomic;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod eval;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod predict;
+pub mod rng;
+pub mod source;
+pub mod testing;
+pub mod tokenize;
+pub mod train;

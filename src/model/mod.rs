@@ -1,0 +1,172 @@
+//! `BertForSequenceClassification`: the encoder, the pooler, dropout and a linear classifier,
+//! with transformers' parameter names so that weights load both ways.
+
+pub mod config;
+pub mod encoder;
+pub mod ops;
+pub mod weights;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor};
+
+pub use config::BertConfig;
+pub use encoder::ForwardMode;
+use encoder::{BertEncoder, Linear, Pooler};
+use weights::{HeadInit, Weights};
+
+use crate::data::LabelSet;
+use crate::tokenize::{Batch, TextEncoder};
+
+/// What one forward pass computes.
+pub struct Outputs {
+    /// (batch, seq, hidden)
+    pub hidden: Tensor,
+    /// (batch, hidden): the pooler's output
+    pub pooled: Tensor,
+    /// (batch, labels)
+    pub logits: Tensor,
+}
+
+pub struct BertClassifier {
+    config: BertConfig,
+    encoder: BertEncoder,
+    pooler: Pooler,
+    classifier: Linear,
+    num_labels: usize,
+    /// Every parameter in transformers' order, sharing storage with the layers above.
+    params: Vec<(String, Tensor)>,
+}
+
+impl BertClassifier {
+    /// Builds the model from a complete set of named parameters (see
+    /// [`weights::parameter_shapes`]). The tensors are used as they are: pass `Var`s' tensors
+    /// to train, plain tensors for inference.
+    pub fn from_tensors(config: &BertConfig, num_labels: usize, tensors: &HashMap<String, Tensor>) -> Result<Self> {
+        let w = Weights::new(tensors.clone());
+        let params = weights::parameter_shapes(config, num_labels)
+            .into_iter()
+            .map(|(name, _)| Ok((name.clone(), w.get(&name)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config: config.clone(),
+            encoder: BertEncoder::load(&w, config)?,
+            pooler: Pooler::load(&w)?,
+            classifier: Linear::load(&w, "classifier")?,
+            num_labels,
+            params,
+        })
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.num_labels
+    }
+
+    pub fn parameters(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
+
+    /// The same weights without gradient tracking: inference on it builds no graph.
+    pub fn detached(&self) -> Result<Self> {
+        let tensors = self
+            .params
+            .iter()
+            .map(|(n, t)| (n.clone(), t.detach()))
+            .collect();
+        Self::from_tensors(&self.config, self.num_labels, &tensors)
+    }
+
+    pub fn forward(&self, batch: &Batch, mode: &mut ForwardMode) -> Result<Outputs> {
+        let hidden = self.encoder.forward(
+            &batch.input_ids,
+            &batch.token_type_ids,
+            &batch.attention_mask,
+            mode,
+        )?;
+        let pooled = self.pooler.forward(&hidden)?;
+        let dropped = mode.dropout(&pooled, self.config.classifier_dropout_prob())?;
+        let logits = self.classifier.forward(&dropped)?;
+        Ok(Outputs {
+            hidden,
+            pooled,
+            logits,
+        })
+    }
+
+    /// Logits with dropout off.
+    pub fn logits(&self, batch: &Batch) -> Result<Tensor> {
+        Ok(self.forward(batch, &mut ForwardMode::eval())?.logits)
+    }
+
+    /// Writes `model.safetensors` and `config.json` into `dir`.
+    pub fn save(&self, dir: &Path, labels: &LabelSet) -> Result<()> {
+        weights::save(&dir.join("model.safetensors"), &self.params)?;
+        let mut config = self.config.clone();
+        config.set_labels(labels);
+        config.save(dir)
+    }
+}
+
+/// Mean cross-entropy of `logits` (batch, labels) against `labels` (batch) u32, computed in
+/// f32 at least.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let logits = match logits.dtype() {
+        DType::F16 | DType::BF16 => logits.to_dtype(DType::F32)?,
+        _ => logits.clone(),
+    };
+    Ok(candle_nn::loss::cross_entropy(&logits, labels)?)
+}
+
+/// Training settings stored beside a fine-tuned model (`training_args.json`); inference reads
+/// `max_seq_length` from it.
+pub const TRAINING_ARGS: &str = "training_args.json";
+
+/// A fine-tuned model folder loaded for evaluation or prediction.
+pub struct FineTuned {
+    pub dir: PathBuf,
+    pub model: BertClassifier,
+    pub tokenizer: TextEncoder,
+    pub labels: LabelSet,
+}
+
+impl FineTuned {
+    /// Loads a fine-tuned classifier (written by bertcls or by transformers' `save_pretrained`).
+    /// `max_seq_length` defaults to the one it was trained with, else the model's limit.
+    pub fn load(dir: &Path, max_seq_length: Option<usize>, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: no such model folder", dir.display());
+        }
+        let config = BertConfig::load(dir)?;
+        let labels = config.labels().with_context(|| {
+            format!(
+                "{}: config.json has no id2label: this is not a fine-tuned classifier \
+                 (train one with `bertcls train`)",
+                dir.display()
+            )
+        })?;
+        let trained_length = std::fs::read(dir.join(TRAINING_ARGS))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["max_seq_length"].as_u64())
+            .map(|v| v as usize);
+        let max_len = max_seq_length
+            .or(trained_length)
+            .unwrap_or(512)
+            .min(config.max_position_embeddings);
+        let tokenizer = TextEncoder::load(dir, max_len)?;
+        let loaded = weights::load(dir, &config, labels.len(), HeadInit::Require, device)?;
+        let model = BertClassifier::from_tensors(&config, labels.len(), &loaded.tensors)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            model,
+            tokenizer,
+            labels,
+        })
+    }
+}

@@ -1,0 +1,535 @@
+//! The non-matmul operations of the encoder, each with a backward pass.
+//!
+//! Two implementations of each:
+//! - `plain`: composed from candle's differentiable tensor ops. Runs on any device and dtype,
+//!   and is the reference the fused kernels are tested against.
+//! - fused CPU kernels (f32): one pass over memory forward and one backward, split across
+//!   threads by rows. candle's stock `layer_norm` has no backward at all, and its composed
+//!   equivalents allocate a tensor per elementary op.
+//!
+//! The public functions pick the fused kernel for contiguous f32 tensors on the CPU.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+use crate::rng::hash_uniform;
+
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// Rows per parallel task: enough work per task to amortise rayon's overhead.
+fn rows_per_task(row_len: usize) -> usize {
+    (16_384 / row_len.max(1)).max(1)
+}
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!("{op}: expected f32 input");
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: expected a contiguous input"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer normalization over the last dimension.
+
+/// `(x - mean) / sqrt(var + eps) * gamma + beta` over the last dimension (biased variance, as
+/// `torch.nn.LayerNorm`).
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused(x) {
+        let x = x.contiguous()?;
+        x.apply_op3(gamma, beta, LayerNorm { eps: eps as f32 })
+    } else {
+        plain::layer_norm(x, gamma, beta, eps)
+    }
+}
+
+struct LayerNorm {
+    eps: f32,
+}
+
+#[inline]
+fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "bertcls-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let g = f32_slice(gs, gl, self.name())?;
+        let b = f32_slice(bs, bl, self.name())?;
+        let h = g.len();
+        if xl.dims().last() != Some(&h) || b.len() != h {
+            bail!("layer norm: weight of size {h} does not match input {:?}", xl.dims());
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h * rows_per_task(h))
+            .zip(x.par_chunks(h * rows_per_task(h)))
+            .for_each(|(out, x)| {
+                for (o, row) in out.chunks_mut(h).zip(x.chunks(h)) {
+                    let (mean, rstd) = row_stats(row, self.eps);
+                    for i in 0..h {
+                        o[i] = (row[i] - mean) * rstd * g[i] + b[i];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let h = gamma.elem_count();
+        let n = x.elem_count();
+        let grad = grad.detach().contiguous()?;
+        let packed = x
+            .detach()
+            .apply_op3_no_bwd(&gamma.detach(), &grad, &LayerNormBackward { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dgamma = packed.narrow(0, n, h)?.reshape(gamma.shape())?;
+        let dbeta = packed.narrow(0, n + h, h)?.reshape(gamma.shape())?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// Computes `[dx, dgamma, dbeta]` packed in one buffer (a custom op returns one tensor).
+struct LayerNormBackward {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "bertcls-layer-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let g = f32_slice(gs, gl, self.name())?;
+        let dy = f32_slice(dys, dyl, self.name())?;
+        let h = g.len();
+        let n = x.len();
+        let mut out = vec![0f32; n + 2 * h];
+        let (dx, param_grads) = out.split_at_mut(n);
+        let chunk = h * rows_per_task(h);
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+            .map(|(dx, (x, dy))| {
+                // [dgamma, dbeta] of these rows
+                let mut acc = vec![0f32; 2 * h];
+                let mut xhat = vec![0f32; h];
+                for ((dx, row), dy) in dx.chunks_mut(h).zip(x.chunks(h)).zip(dy.chunks(h)) {
+                    let (mean, rstd) = row_stats(row, self.eps);
+                    let mut sum_dxhat = 0f32;
+                    let mut sum_dxhat_xhat = 0f32;
+                    for i in 0..h {
+                        xhat[i] = (row[i] - mean) * rstd;
+                        let dxhat = dy[i] * g[i];
+                        sum_dxhat += dxhat;
+                        sum_dxhat_xhat += dxhat * xhat[i];
+                        acc[i] += dy[i] * xhat[i];
+                        acc[h + i] += dy[i];
+                    }
+                    let mean_dxhat = sum_dxhat / h as f32;
+                    let mean_dxhat_xhat = sum_dxhat_xhat / h as f32;
+                    for i in 0..h {
+                        dx[i] = rstd * (dy[i] * g[i] - mean_dxhat - xhat[i] * mean_dxhat_xhat);
+                    }
+                }
+                acc
+            })
+            .collect();
+        for partial in partials {
+            for (p, v) in param_grads.iter_mut().zip(partial) {
+                *p += v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n + 2 * h)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax over the last dimension.
+
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        x.contiguous()?.apply_op1(Softmax)
+    } else {
+        plain::softmax_last_dim(x)
+    }
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "bertcls-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let d = *l.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; x.len()];
+        let chunk = d * rows_per_task(d);
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(out, x)| {
+                for (o, row) in out.chunks_mut(d).zip(x.chunks(d)) {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for (o, &v) in o.iter_mut().zip(row) {
+                        *o = (v - max).exp();
+                        sum += *o;
+                    }
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|v| *v *= inv);
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.detach().contiguous()?;
+        Ok(Some(y.detach().apply_op2_no_bwd(&grad, &SoftmaxBackward)?))
+    }
+}
+
+/// `dx = y * (dy - sum(dy * y))` per row.
+struct SoftmaxBackward;
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "bertcls-softmax-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = f32_slice(ys, yl, self.name())?;
+        let dy = f32_slice(gs, gl, self.name())?;
+        let d = *yl.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; y.len()];
+        let chunk = d * rows_per_task(d);
+        out.par_chunks_mut(chunk)
+            .zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+            .for_each(|(out, (y, dy))| {
+                for ((o, y), dy) in out.chunks_mut(d).zip(y.chunks(d)).zip(dy.chunks(d)) {
+                    let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+                    for i in 0..d {
+                        o[i] = y[i] * (dy[i] - dot);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), yl.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GELU (exact, with erf).
+
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        x.contiguous()?.apply_op1(Gelu)
+    } else {
+        plain::gelu(x)
+    }
+}
+
+/// erf for f32 to within about 1e-7 absolute: the rational approximation used by Eigen and
+/// XLA (inputs clamped to [-4, 4], where erf is ±1 in f32). Branch-free, so it vectorizes.
+#[inline]
+pub fn erf_f32(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
+    p = x2 * p + -2.101_024e-6;
+    p = x2 * p + -5.692_506_4e-5;
+    p = x2 * p + -7.349_906_3e-4;
+    p = x2 * p + -2.954_600_1e-3;
+    p = x2 * p + -1.609_603_3e-2;
+    p *= x;
+    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
+    q = x2 * q + -1.682_827e-3;
+    q = x2 * q + -7.373_329e-3;
+    q = x2 * q + -1.426_474e-2;
+    p / q
+}
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1 / sqrt(2 pi)
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+fn map_parallel(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(16_384)
+        .zip(x.par_chunks(16_384))
+        .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v)));
+    out
+}
+
+struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "bertcls-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let out = map_parallel(x, |v| 0.5 * v * (1.0 + erf_f32(v * FRAC_1_SQRT_2)));
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.detach().contiguous()?;
+        Ok(Some(x.detach().apply_op2_no_bwd(&grad, &GeluBackward)?))
+    }
+}
+
+/// `dx = dy * (Phi(x) + x * phi(x))`
+struct GeluBackward;
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "bertcls-gelu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let dy = f32_slice(gs, gl, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(16_384)
+            .zip(x.par_chunks(16_384).zip(dy.par_chunks(16_384)))
+            .for_each(|(o, (x, dy))| {
+                for ((o, &v), &g) in o.iter_mut().zip(x).zip(dy) {
+                    let cdf = 0.5 * (1.0 + erf_f32(v * FRAC_1_SQRT_2));
+                    let pdf = INV_SQRT_2PI * (-0.5 * v * v).exp();
+                    *o = g * (cdf + v * pdf);
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dropout.
+
+/// Zeroes each element with probability `p` and scales the rest by `1 / (1 - p)`. The mask
+/// is a pure function of `(seed, element index)`, so the backward pass regenerates it
+/// instead of keeping it in memory, and a run is reproducible from its seed.
+pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    if fused(x) {
+        x.contiguous()?.apply_op1(Dropout { p, seed })
+    } else {
+        plain::dropout(x, p, seed)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Dropout {
+    p: f32,
+    seed: u64,
+}
+
+impl CustomOp1 for Dropout {
+    fn name(&self) -> &'static str {
+        "bertcls-dropout"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let scale = 1.0 / (1.0 - self.p);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(16_384)
+            .zip(x.par_chunks(16_384))
+            .enumerate()
+            .for_each(|(c, (o, x))| {
+                let base = (c * 16_384) as u64;
+                for (i, (o, &v)) in o.iter_mut().zip(x).enumerate() {
+                    let keep = hash_uniform(self.seed, base + i as u64) >= self.p;
+                    *o = if keep { v * scale } else { 0.0 };
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.detach().contiguous()?.apply_op1_no_bwd(self)?))
+    }
+}
+
+/// The reference implementations, composed of candle's differentiable ops.
+pub mod plain {
+    use super::*;
+    use candle_core::D;
+
+    pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+        normed.broadcast_mul(gamma)?.broadcast_add(beta)
+    }
+
+    pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+        let max = x.max_keepdim(D::Minus1)?;
+        let exp = x.broadcast_sub(&max)?.exp()?;
+        exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
+    }
+
+    pub fn gelu(x: &Tensor) -> Result<Tensor> {
+        let cdf = ((x * FRAC_1_SQRT_2 as f64)?.erf()? + 1.0)? * 0.5;
+        x * cdf?
+    }
+
+    /// The same mask as the fused kernel, built on the host.
+    pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+        let scale = 1.0 / (1.0 - p);
+        let mask: Vec<f32> = (0..x.elem_count() as u64)
+            .map(|i| if hash_uniform(seed, i) >= p { scale } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x.mul(&mask)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::rng::Rng::new(seed);
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 2.0).collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Forward and backward of `fused` and `plain` agree on the same random input, with a
+    /// random upstream gradient so that every output element matters.
+    fn check_unary(
+        fused: impl Fn(&Tensor) -> Result<Tensor>,
+        plain: impl Fn(&Tensor) -> Result<Tensor>,
+        tol: f32,
+    ) {
+        let x = Var::from_tensor(&randn(&[6, 5, 40], 1)).unwrap();
+        let w = randn(&[6, 5, 40], 2);
+        let yf = fused(x.as_tensor()).unwrap();
+        let yp = plain(x.as_tensor()).unwrap();
+        assert!(max_abs_diff(&yf, &yp) < tol, "forward differs: {}", max_abs_diff(&yf, &yp));
+        let gf = (yf * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (yp * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gf, gp) = (gf.get(x.as_tensor()).unwrap(), gp.get(x.as_tensor()).unwrap());
+        assert!(max_abs_diff(gf, gp) < tol * 10.0, "backward differs: {}", max_abs_diff(gf, gp));
+    }
+
+    #[test]
+    fn erf_matches_f64_erf() {
+        let mut worst = 0f64;
+        for i in -6000..=6000 {
+            let x = i as f64 / 1000.0;
+            let exact = candle_core::cpu::erf::erf_f64(x);
+            worst = worst.max((erf_f32(x as f32) as f64 - exact).abs());
+        }
+        assert!(worst < 5e-7, "max error {worst}");
+    }
+
+    #[test]
+    fn fused_softmax_matches_plain() {
+        check_unary(softmax_last_dim, plain::softmax_last_dim, 1e-6);
+    }
+
+    #[test]
+    fn fused_gelu_matches_plain() {
+        check_unary(gelu, plain::gelu, 1e-5);
+    }
+
+    #[test]
+    fn fused_dropout_matches_plain_and_drops_about_p() {
+        check_unary(|x| dropout(x, 0.25, 9), |x| plain::dropout(x, 0.25, 9), 1e-6);
+        let ones = Tensor::ones(100_000, DType::F32, &Device::Cpu).unwrap();
+        let out = dropout(&ones, 0.25, 3).unwrap().to_vec1::<f32>().unwrap();
+        let zeros = out.iter().filter(|&&v| v == 0.0).count() as f64 / out.len() as f64;
+        assert!((zeros - 0.25).abs() < 0.01, "dropped {zeros}");
+        assert!(out.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        let other = dropout(&ones, 0.25, 4).unwrap().to_vec1::<f32>().unwrap();
+        assert_ne!(out, other, "the mask depends on the seed");
+    }
+
+    #[test]
+    fn fused_layer_norm_matches_plain_including_parameter_grads() {
+        let x = Var::from_tensor(&randn(&[7, 3, 48], 4)).unwrap();
+        let g = Var::from_tensor(&((randn(&[48], 5) * 0.5).unwrap() + 1.0).unwrap()).unwrap();
+        let b = Var::from_tensor(&randn(&[48], 6)).unwrap();
+        let w = randn(&[7, 3, 48], 7);
+        let run = |f: &dyn Fn(&Tensor, &Tensor, &Tensor, f64) -> Result<Tensor>| {
+            let y = f(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-12).unwrap();
+            let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let get = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
+            (y, get(&x), get(&g), get(&b))
+        };
+        let fused = run(&layer_norm);
+        let plain = run(&plain::layer_norm);
+        assert!(max_abs_diff(&fused.0, &plain.0) < 1e-5);
+        assert!(max_abs_diff(&fused.1, &plain.1) < 1e-4);
+        assert!(max_abs_diff(&fused.2, &plain.2) < 1e-4);
+        assert!(max_abs_diff(&fused.3, &plain.3) < 1e-4);
+    }
+}

@@ -1,0 +1,254 @@
+//! The encoder and classification head on tiny random BERTs built here.
+
+mod common;
+
+use std::collections::HashMap;
+
+use bertcls::data::LabelSet;
+use bertcls::model::weights::{self, HeadInit};
+use bertcls::model::{BertClassifier, FineTuned, ForwardMode, cross_entropy};
+use bertcls::testing::TinyModel;
+use bertcls::tokenize::{Batch, TextEncoder};
+use bertcls::train::Trainable;
+use candle_core::{DType, Device, Tensor};
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn labels() -> LabelSet {
+    LabelSet::from_names(vec!["neg".into(), "neu".into(), "pos".into()])
+}
+
+/// A tiny model with a head, its tokenizer, and a batch of a pair and two single sentences
+/// of different lengths.
+fn setup(tiny: &TinyModel) -> (BertClassifier, Batch, Tensor, HashMap<String, Tensor>) {
+    let dir = common::temp_dir("model");
+    tiny.write(&dir).unwrap();
+    let tokenizer = TextEncoder::load(&dir, 32).unwrap();
+    let encoded = tokenizer
+        .encode(&[
+            ("the movie was very good !", Some("great fun")),
+            ("awful", None),
+            ("not a boring film , what a fun movie", None),
+        ])
+        .unwrap();
+    let items: Vec<_> = encoded.iter().collect();
+    let batch = Batch::collate(&items, 0, None, &Device::Cpu).unwrap();
+    let targets = Tensor::new(&[2u32, 0, 1], &Device::Cpu).unwrap();
+    let params = tiny.parameters().unwrap();
+    let model = BertClassifier::from_tensors(&tiny.config(), 3, &params).unwrap();
+    (model, batch, targets, params)
+}
+
+fn tiny() -> TinyModel {
+    TinyModel {
+        labels: Some(labels()),
+        ..TinyModel::default()
+    }
+}
+
+#[test]
+fn every_parameter_receives_a_nonzero_gradient() {
+    let t = tiny();
+    let (_, batch, targets, params) = setup(&t);
+    let trainable = Trainable::new(&t.config(), 3, &params).unwrap();
+    let (loss, grads) = trainable
+        .loss_and_grads(&batch, &targets, &mut ForwardMode::train(7), 1.0)
+        .unwrap();
+    assert!(loss.is_finite() && loss > 0.0);
+    assert_eq!(trainable.vars.len(), 5 + 16 * 2 + 4);
+    for (name, var) in trainable.names.iter().zip(&trainable.vars) {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(norm > 0.0, "zero gradient for {name}");
+    }
+}
+
+#[test]
+fn dropout_is_active_in_training_only() {
+    let (model, batch, _, _) = setup(&tiny());
+    let eval1 = model.logits(&batch).unwrap();
+    let eval2 = model.logits(&batch).unwrap();
+    assert_eq!(max_abs_diff(&eval1, &eval2), 0.0, "eval is deterministic");
+    let train_a = model.forward(&batch, &mut ForwardMode::train(1)).unwrap().logits;
+    let train_a2 = model.forward(&batch, &mut ForwardMode::train(1)).unwrap().logits;
+    let train_b = model.forward(&batch, &mut ForwardMode::train(2)).unwrap().logits;
+    assert!(max_abs_diff(&train_a, &eval1) > 1e-3, "dropout changes the output");
+    assert!(max_abs_diff(&train_a, &train_b) > 1e-3, "masks depend on the seed");
+    assert_eq!(max_abs_diff(&train_a, &train_a2), 0.0, "the same seed repeats");
+    let no_dropout = TinyModel { dropout: 0.0, ..tiny() };
+    let (model0, batch0, _, _) = setup(&no_dropout);
+    let t = model0.forward(&batch0, &mut ForwardMode::train(1)).unwrap().logits;
+    assert!(max_abs_diff(&t, &model0.logits(&batch0).unwrap()) < 1e-6);
+}
+
+#[test]
+fn padding_does_not_change_the_result() {
+    let (model, batch, _, _) = setup(&tiny());
+    let batched = model.forward(&batch, &mut ForwardMode::eval()).unwrap();
+    // The second sentence alone, unpadded.
+    let len = batch
+        .attention_mask
+        .get(1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as usize;
+    let alone = Batch {
+        input_ids: batch.input_ids.narrow(0, 1, 1).unwrap().narrow(1, 0, len).unwrap(),
+        token_type_ids: batch.token_type_ids.narrow(0, 1, 1).unwrap().narrow(1, 0, len).unwrap(),
+        attention_mask: batch.attention_mask.narrow(0, 1, 1).unwrap().narrow(1, 0, len).unwrap(),
+        real_tokens: len,
+    };
+    assert!(batch.input_ids.dim(1).unwrap() > len, "the test needs padding");
+    let single = model.forward(&alone, &mut ForwardMode::eval()).unwrap();
+    let row = batched.logits.narrow(0, 1, 1).unwrap();
+    assert!(max_abs_diff(&row, &single.logits) < 1e-5);
+    let hidden = batched.hidden.narrow(0, 1, 1).unwrap().narrow(1, 0, len).unwrap();
+    assert!(max_abs_diff(&hidden, &single.hidden) < 1e-5);
+}
+
+#[test]
+fn encoder_matches_candle_transformers_bert() {
+    use candle_transformers::models::bert::{BertModel, Config};
+    let t = TinyModel {
+        dropout: 0.0,
+        ..tiny()
+    };
+    let (model, batch, _, params) = setup(&t);
+    let ours = model.forward(&batch, &mut ForwardMode::eval()).unwrap().hidden;
+    let config: Config = serde_json::from_value(serde_json::to_value(t.config()).unwrap()).unwrap();
+    let vb = candle_nn::VarBuilder::from_tensors(params, DType::F32, &Device::Cpu);
+    let stock = BertModel::load(vb.pp("bert"), &config).unwrap();
+    let theirs = stock
+        .forward(&batch.input_ids, &batch.token_type_ids, Some(&batch.attention_mask))
+        .unwrap();
+    // Padding positions differ by design (the stock model leaves them unmasked as queries);
+    // compare real tokens only.
+    let mask = batch.attention_mask.unsqueeze(2).unwrap();
+    let diff = max_abs_diff(
+        &ours.broadcast_mul(&mask).unwrap(),
+        &theirs.broadcast_mul(&mask).unwrap(),
+    );
+    assert!(diff < 1e-5, "max difference {diff}");
+}
+
+#[test]
+fn checkpoint_naming_variants_load_identically() {
+    let mut logits = Vec::new();
+    for (bert_prefix, gamma_beta) in [(true, false), (false, false), (false, true), (true, true)] {
+        let t = TinyModel {
+            bert_prefix,
+            gamma_beta,
+            ..tiny()
+        };
+        let dir = common::temp_dir("naming");
+        t.write(&dir).unwrap();
+        let model = FineTuned::load(&dir, None, &Device::Cpu).unwrap();
+        let encoded = model.tokenizer.encode(&[("the film was fun", None)]).unwrap();
+        let batch = Batch::collate(&[&encoded[0]], 0, None, &Device::Cpu).unwrap();
+        logits.push(model.model.logits(&batch).unwrap());
+    }
+    for l in &logits[1..] {
+        assert_eq!(max_abs_diff(&logits[0], l), 0.0);
+    }
+}
+
+#[test]
+fn base_model_gets_a_seeded_head_and_saved_model_round_trips() {
+    let base = TinyModel::default();
+    let dir = common::temp_dir("base");
+    base.write(&dir).unwrap();
+    let config = base.config();
+    let load = |seed| weights::load(&dir, &config, 3, HeadInit::InitMissing(seed), &Device::Cpu).unwrap();
+    let (a, b, c) = (load(1), load(1), load(2));
+    assert_eq!(a.initialized, ["classifier.weight", "classifier.bias"]);
+    let w = |l: &weights::LoadedWeights| l.tensors["classifier.weight"].clone();
+    assert_eq!(max_abs_diff(&w(&a), &w(&b)), 0.0, "same seed, same head");
+    assert!(max_abs_diff(&w(&a), &w(&c)) > 0.0, "another seed, another head");
+    let err = weights::load(&dir, &config, 3, HeadInit::Require, &Device::Cpu).err().unwrap();
+    assert!(err.to_string().contains("missing tensor `classifier.weight`"), "{err}");
+
+    let model = BertClassifier::from_tensors(&config, 3, &a.tensors).unwrap();
+    let out = common::temp_dir("saved");
+    model.save(&out, &labels()).unwrap();
+    std::fs::copy(dir.join("vocab.txt"), out.join("vocab.txt")).unwrap();
+    let reloaded = FineTuned::load(&out, Some(16), &Device::Cpu).unwrap();
+    assert_eq!(reloaded.labels, labels());
+    let encoded = reloaded.tokenizer.encode(&[("a great film", None)]).unwrap();
+    let batch = Batch::collate(&[&encoded[0]], 0, None, &Device::Cpu).unwrap();
+    let diff = max_abs_diff(&model.logits(&batch).unwrap(), &reloaded.model.logits(&batch).unwrap());
+    assert_eq!(diff, 0.0);
+}
+
+#[test]
+fn shape_mismatch_names_the_tensor() {
+    let t = tiny();
+    let dir = common::temp_dir("shapes");
+    t.write(&dir).unwrap();
+    let mut config = t.config();
+    config.intermediate_size = 48;
+    let err = weights::load(&dir, &config, 3, HeadInit::Require, &Device::Cpu).err().unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("intermediate.dense.weight") && msg.contains("[64, 32]") && msg.contains("[48, 32]"), "{msg}");
+}
+
+/// The analytic gradient of a few parameter entries against central finite differences.
+#[test]
+fn gradients_match_finite_differences() {
+    let t = TinyModel {
+        dropout: 0.0,
+        ..tiny()
+    };
+    let (_, batch, targets, params) = setup(&t);
+    let loss_with = |params: &HashMap<String, Tensor>| -> f64 {
+        let model = BertClassifier::from_tensors(&t.config(), 3, params).unwrap();
+        let logits = model.logits(&batch).unwrap().to_dtype(DType::F64).unwrap();
+        cross_entropy(&logits, &targets).unwrap().to_scalar::<f64>().unwrap()
+    };
+    let params64: HashMap<String, Tensor> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_dtype(DType::F64).unwrap()))
+        .collect();
+    let trainable = Trainable::new(&t.config(), 3, &params).unwrap();
+    let (_, grads) = trainable.loss_and_grads(&batch, &targets, &mut ForwardMode::eval(), 1.0).unwrap();
+    for name in [
+        "bert.embeddings.word_embeddings.weight",
+        "bert.embeddings.LayerNorm.weight",
+        "bert.encoder.layer.0.attention.self.query.weight",
+        "bert.encoder.layer.1.intermediate.dense.bias",
+        "bert.encoder.layer.1.output.LayerNorm.bias",
+        "bert.pooler.dense.weight",
+        "classifier.weight",
+    ] {
+        let i = trainable.names.iter().position(|n| n == name).unwrap();
+        let grad = grads.get(trainable.vars[i].as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // The entry with the largest gradient: well above finite-difference noise.
+        let (k, &g) = grad.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
+        let h = 1e-4;
+        let shifted = |delta: f64| {
+            let mut p = params64.clone();
+            let flat = p[name].flatten_all().unwrap();
+            let mut v = flat.to_vec1::<f64>().unwrap();
+            v[k] += delta;
+            p.insert(name.to_string(), Tensor::from_vec(v, p[name].shape(), &Device::Cpu).unwrap());
+            loss_with(&p)
+        };
+        let numeric = (shifted(h) - shifted(-h)) / (2.0 * h);
+        let rel = (numeric - g as f64).abs() / numeric.abs().max(1e-6);
+        assert!(rel < 1e-3, "{name}[{k}]: analytic {g}, numeric {numeric}");
+    }
+}
