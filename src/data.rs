@@ -33,7 +33,8 @@ impl Format {
             "jsonl" | "ndjson" | "json" => Ok(Self::Jsonl),
             _ => Err(DataError::File {
                 file: path.to_path_buf(),
-                message: "unknown file type: name it .csv, .tsv or .jsonl (or pass --format)".into(),
+                message: "unknown file type: name it .csv, .tsv or .jsonl (or pass --format)"
+                    .into(),
             }),
         }
     }
@@ -157,7 +158,11 @@ fn missing_column(file: &Path, role: &str, column: &str, available: &[String]) -
         file: file.to_path_buf(),
         message: format!(
             "no {role} column `{column}` (columns: {}){hint}{delimiter_hint}",
-            available.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+            available
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -259,7 +264,10 @@ impl RowReader {
                             text_pair: text_pair.map(field),
                             label: label.map(field),
                         };
-                        Ok(Some((row, RawRecord::Fields(record.iter().map(str::to_string).collect()))))
+                        Ok(Some((
+                            row,
+                            RawRecord::Fields(record.iter().map(str::to_string).collect()),
+                        )))
                     }
                     Err(e) => Err(csv_error_with_headers(&self.file, e, &self.headers)),
                 }
@@ -273,7 +281,11 @@ impl RowReader {
                     file: self.file.clone(),
                     source,
                 })?;
-                let bytes = if *line == 1 { strip_bom(&bytes) } else { &bytes[..] };
+                let bytes = if *line == 1 {
+                    strip_bom(&bytes)
+                } else {
+                    &bytes[..]
+                };
                 if bytes.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -305,7 +317,10 @@ fn check_row(file: &Path, row: &Row, columns: &Columns) -> Result<(), DataError>
         message,
     };
     if row.text.trim().is_empty() {
-        return Err(row_error(format!("empty text in column `{}`", columns.text)));
+        return Err(row_error(format!(
+            "empty text in column `{}`",
+            columns.text
+        )));
     }
     if let (Some(pair), Some(column)) = (&row.text_pair, &columns.text_pair) {
         if pair.trim().is_empty() {
@@ -332,7 +347,10 @@ fn parse_json_row(
         message,
     };
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        row_error(format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1))
+        row_error(format!(
+            "invalid UTF-8 at byte {} of the line",
+            e.valid_up_to() + 1
+        ))
     })?;
     let value: Value = serde_json::from_str(text)
         .map_err(|e| row_error(format!("column {}: invalid JSON: {e}", e.column())))?;
@@ -346,7 +364,11 @@ fn parse_json_row(
             Some(Value::Bool(b)) if role == "label" => Ok(b.to_string()),
             Some(other) => Err(row_error(format!(
                 "field `{key}` must be a {} (got {other})",
-                if role == "label" { "string or integer" } else { "string" }
+                if role == "label" {
+                    "string or integer"
+                } else {
+                    "string"
+                }
             ))),
             None => {
                 let keys: Vec<String> = object.keys().cloned().collect();
@@ -355,7 +377,10 @@ fn parse_json_row(
                     .unwrap_or_default();
                 Err(row_error(format!(
                     "no {role} field `{key}` (fields: {}){hint}",
-                    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    keys.iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )))
             }
         }
@@ -363,8 +388,16 @@ fn parse_json_row(
     let row = Row {
         line,
         text: get("text", &columns.text)?,
-        text_pair: columns.text_pair.as_deref().map(|c| get("text pair", c)).transpose()?,
-        label: columns.label.as_deref().map(|c| get("label", c)).transpose()?,
+        text_pair: columns
+            .text_pair
+            .as_deref()
+            .map(|c| get("text pair", c))
+            .transpose()?,
+        label: columns
+            .label
+            .as_deref()
+            .map(|c| get("label", c))
+            .transpose()?,
     };
     Ok((row, RawRecord::Object(object)))
 }
@@ -383,12 +416,15 @@ fn csv_error_with_headers(file: &Path, e: csv::Error, headers: &[String]) -> Dat
             };
         }
         csv::ErrorKind::Utf8 { err, .. } => {
-            let column = headers
-                .get(err.field())
-                .map_or_else(|| format!("field {}", err.field() + 1), |h| format!("column `{h}`"));
+            let column = headers.get(err.field()).map_or_else(
+                || format!("field {}", err.field() + 1),
+                |h| format!("column `{h}`"),
+            );
             format!("invalid UTF-8 in {column}")
         }
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!(
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!(
             "expected {expected_len} fields like the header, found {len} \
              (a stray delimiter or an unbalanced quote?)"
         ),
@@ -485,7 +521,11 @@ pub struct Example {
 }
 
 /// Maps each row's label to its id; a label outside `labels` is an error naming the row.
-pub fn label_rows(file: &Path, rows: Vec<Row>, labels: &LabelSet) -> Result<Vec<Example>, DataError> {
+pub fn label_rows(
+    file: &Path,
+    rows: Vec<Row>,
+    labels: &LabelSet,
+) -> Result<Vec<Example>, DataError> {
     rows.into_iter()
         .map(|row| {
             let name = row.label.as_deref().unwrap_or("");
@@ -543,7 +583,11 @@ mod tests {
             &c,
         )
         .unwrap();
-        let strip = |rows: Vec<Row>| rows.into_iter().map(|r| (r.text, r.label)).collect::<Vec<_>>();
+        let strip = |rows: Vec<Row>| {
+            rows.into_iter()
+                .map(|r| (r.text, r.label))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(strip(csv.clone()), strip(tsv));
         assert_eq!(strip(csv.clone()), strip(jsonl.clone()));
         assert_eq!(csv[1].line, 3);
@@ -552,7 +596,12 @@ mod tests {
 
     #[test]
     fn tsv_keeps_quotes_as_text() {
-        let rows = read("q.tsv", b"label\ttext\n1\tsaid \"hi\n", &cols("text", Some("label"))).unwrap();
+        let rows = read(
+            "q.tsv",
+            b"label\ttext\n1\tsaid \"hi\n",
+            &cols("text", Some("label")),
+        )
+        .unwrap();
         assert_eq!(rows[0].text, "said \"hi");
     }
 
@@ -568,17 +617,32 @@ mod tests {
             })
             .collect();
         assert_eq!(LabelSet::from_rows(&rows).names(), &["2", "9", "10"]);
-        let json = read("n.jsonl", b"{\"t\":\"a\",\"y\":1}\n{\"t\":\"b\",\"y\":0}\n", &cols("t", Some("y"))).unwrap();
+        let json = read(
+            "n.jsonl",
+            b"{\"t\":\"a\",\"y\":1}\n{\"t\":\"b\",\"y\":0}\n",
+            &cols("t", Some("y")),
+        )
+        .unwrap();
         assert_eq!(LabelSet::from_rows(&json).names(), &["0", "1"]);
     }
 
     #[test]
     fn missing_column_suggests_the_closest() {
-        let e = read("m.csv", b"label,sentence\n1,a\n", &cols("sentense", Some("label"))).unwrap_err();
+        let e = read(
+            "m.csv",
+            b"label,sentence\n1,a\n",
+            &cols("sentense", Some("label")),
+        )
+        .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("m.csv") && msg.contains("`sentense`"), "{msg}");
         assert!(msg.contains("did you mean `sentence`"), "{msg}");
-        let e = read("t.csv", b"label\tsentence\n1\ta\n", &cols("sentence", Some("label"))).unwrap_err();
+        let e = read(
+            "t.csv",
+            b"label\tsentence\n1\ta\n",
+            &cols("sentence", Some("label")),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("tab-separated"), "{e}");
     }
 
@@ -587,19 +651,39 @@ mod tests {
         let c = cols("text", Some("label"));
         let e = read("r.csv", b"label,text\n1,a\n1,b,c\n", &c).unwrap_err();
         assert!(e.is_row_error());
-        assert!(e.to_string().starts_with(&format!("{}:3:", write("r.csv", b"").display())), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:3:", write("r.csv", b"").display())),
+            "{e}"
+        );
         let e = read("e.csv", b"label,text\n1,a\n0,\n", &c).unwrap_err();
-        assert!(e.to_string().contains(":3: empty text in column `text`"), "{e}");
+        assert!(
+            e.to_string().contains(":3: empty text in column `text`"),
+            "{e}"
+        );
         let e = read("u.csv", b"label,text\n1,ok\n0,caf\xe9\n", &c).unwrap_err();
-        assert!(e.to_string().contains(":3: invalid UTF-8 in column `text`"), "{e}");
-        let e = read("j.jsonl", b"{\"label\":1,\"text\":\"a\"}\n{\"label\":1,\n", &c).unwrap_err();
+        assert!(
+            e.to_string().contains(":3: invalid UTF-8 in column `text`"),
+            "{e}"
+        );
+        let e = read(
+            "j.jsonl",
+            b"{\"label\":1,\"text\":\"a\"}\n{\"label\":1,\n",
+            &c,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains(":2: column"), "{e}");
     }
 
     #[test]
     fn empty_and_header_only_files() {
         let c = cols("text", Some("label"));
-        assert!(read("empty.csv", b"", &c).unwrap_err().to_string().contains("is empty"));
+        assert!(
+            read("empty.csv", b"", &c)
+                .unwrap_err()
+                .to_string()
+                .contains("is empty")
+        );
         let e = read("header.csv", b"label,text\n", &c).unwrap_err();
         assert!(e.to_string().contains("no data rows"), "{e}");
     }
@@ -609,7 +693,12 @@ mod tests {
         let c = cols("text", Some("label"));
         let rows = read("bom.csv", b"\xEF\xBB\xBFlabel,text\n1,a\n", &c).unwrap();
         assert_eq!(rows[0].label.as_deref(), Some("1"));
-        let rows = read("bom.jsonl", b"\xEF\xBB\xBF{\"label\":1,\"text\":\"a\"}\n", &c).unwrap();
+        let rows = read(
+            "bom.jsonl",
+            b"\xEF\xBB\xBF{\"label\":1,\"text\":\"a\"}\n",
+            &c,
+        )
+        .unwrap();
         assert_eq!(rows[0].text, "a");
     }
 

@@ -29,7 +29,12 @@ pub fn evaluate_encoded(
         .map(|(p, &t)| -(p[t].max(f32::MIN_POSITIVE) as f64).ln())
         .sum::<f64>()
         / truth.len().max(1) as f64;
-    Ok(Report::compute(truth, &predicted, labels.names(), Some(loss)))
+    Ok(Report::compute(
+        truth,
+        &predicted,
+        labels.names(),
+        Some(loss),
+    ))
 }
 
 pub struct EvalOptions {

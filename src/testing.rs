@@ -17,9 +17,9 @@ use crate::rng::Rng;
 /// example.
 pub const TINY_VOCAB: &[&str] = &[
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "good", "bad", "great",
-    "awful", "not", "very", "a", "film", "##s", "fun", "boring", ",", ".", "!", "?", "what",
-    "who", "where", "when", "how", "is", "are", "city", "name", "many", "year", "person", "我",
-    "喜", "欢", "这", "本", "书", "很", "糟", "糕",
+    "awful", "not", "very", "a", "film", "##s", "fun", "boring", ",", ".", "!", "?", "what", "who",
+    "where", "when", "how", "is", "are", "city", "name", "many", "year", "person", "我", "喜",
+    "欢", "这", "本", "书", "很", "糟", "糕",
 ];
 
 /// How a tiny checkpoint is written.
@@ -120,7 +120,9 @@ impl TinyModel {
             name = name.strip_prefix("bert.").unwrap_or(&name).to_string();
         }
         if self.gamma_beta && name.contains("LayerNorm") {
-            name = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta");
+            name = name
+                .replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta");
         }
         name
     }

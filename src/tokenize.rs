@@ -59,7 +59,12 @@ fn tokenizer_from_vocab(dir: &Path) -> Result<Tokenizer> {
     };
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
     tokenizer
-        .with_normalizer(Some(BertNormalizer::new(true, chinese, strip_accents, lowercase)))
+        .with_normalizer(Some(BertNormalizer::new(
+            true,
+            chinese,
+            strip_accents,
+            lowercase,
+        )))
         .map_err(tokenizer_error)?
         .with_pre_tokenizer(Some(BertPreTokenizer))
         .with_post_processor(Some(BertProcessing::new(
@@ -87,9 +92,7 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     // Some tokenizer.json files carry padding and truncation settings from their export
     // (all-MiniLM-L6-v2 pads everything to 128): bertcls pads per batch and truncates itself.
     tokenizer.with_padding(None);
-    tokenizer
-        .with_truncation(None)
-        .map_err(tokenizer_error)?;
+    tokenizer.with_truncation(None).map_err(tokenizer_error)?;
     Ok(tokenizer)
 }
 
@@ -148,10 +151,7 @@ impl TextEncoder {
 
     /// Writes `tokenizer.json` into a model folder, without padding or truncation baked in.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let json = self
-            .tokenizer
-            .to_string(true)
-            .map_err(tokenizer_error)?;
+        let json = self.tokenizer.to_string(true).map_err(tokenizer_error)?;
         crate::atomic::write(dir.join("tokenizer.json"), json.as_bytes())
     }
 }
@@ -164,7 +164,9 @@ fn encode_with(tokenizer: &Tokenizer, inputs: &[(&str, Option<&str>)]) -> Result
             None => a.into(),
         })
         .collect();
-    let encodings = tokenizer.encode_batch(batch, true).map_err(tokenizer_error)?;
+    let encodings = tokenizer
+        .encode_batch(batch, true)
+        .map_err(tokenizer_error)?;
     Ok(encodings
         .into_iter()
         .map(|e| Encoded {
@@ -252,7 +254,11 @@ impl LengthStats {
         });
         let truncated = lengths.iter().filter(|&&l| l > max_seq_length).count();
         let percent = |part: usize, whole: usize| {
-            if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+            if whole == 0 {
+                0.0
+            } else {
+                100.0 * part as f64 / whole as f64
+            }
         };
         Self {
             rows: n,
@@ -281,7 +287,11 @@ impl std::fmt::Display for LengthStats {
             "truncated at {:<7} {:.2}% of rows",
             self.max_seq_length, self.truncated_percent
         )?;
-        write!(f, "[UNK]                {:.3}% of {} tokens", self.unk_percent, self.tokens)
+        write!(
+            f,
+            "[UNK]                {:.3}% of {} tokens",
+            self.unk_percent, self.tokens
+        )
     }
 }
 
@@ -297,7 +307,8 @@ mod tests {
     }
 
     fn encoder(max_length: usize) -> TextEncoder {
-        let dir = std::env::temp_dir().join(format!("bertcls-tok-{}-{max_length}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("bertcls-tok-{}-{max_length}", std::process::id()));
         write_vocab(&dir);
         TextEncoder::load(&dir, max_length).unwrap()
     }
@@ -307,7 +318,12 @@ mod tests {
         let enc = encoder(16);
         let out = enc.encode(&[("The movies were GOOD!", None)]).unwrap();
         let tokens: Vec<&str> = out[0].ids.iter().map(|&i| TINY_VOCAB[i as usize]).collect();
-        assert_eq!(tokens, ["[CLS]", "the", "movie", "##s", "[UNK]", "good", "!", "[SEP]"]);
+        assert_eq!(
+            tokens,
+            [
+                "[CLS]", "the", "movie", "##s", "[UNK]", "good", "!", "[SEP]"
+            ]
+        );
         let chinese = enc.encode(&[("我喜欢这本书", None)]).unwrap();
         assert_eq!(chinese[0].ids.len(), 8, "each CJK character is a token");
     }
@@ -321,7 +337,8 @@ mod tests {
         assert_eq!(out[0].ids.len(), 8);
         assert_eq!(out[0].type_ids, [0, 0, 0, 0, 0, 0, 1, 1]);
         let stats = LengthStats::compute(
-            &enc.encode_untruncated(&[("the movie was very very good", Some("fun"))]).unwrap(),
+            &enc.encode_untruncated(&[("the movie was very very good", Some("fun"))])
+                .unwrap(),
             8,
             enc.unk_id(),
         );

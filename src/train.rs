@@ -65,15 +65,23 @@ pub fn prepare_data(config: &TrainConfig, tokenizer: &TextEncoder) -> Result<Pre
     let split_off = config.validation_split_percentage.is_some();
     // With a carved-out validation split the whole file is read first, so the split does not
     // depend on max_train_samples.
-    let limit = if split_off { None } else { config.max_train_samples };
-    let mut train_rows = data::read_rows(train_file, format_of(train_file)?, &train_columns, limit)?;
+    let limit = if split_off {
+        None
+    } else {
+        config.max_train_samples
+    };
+    let mut train_rows =
+        data::read_rows(train_file, format_of(train_file)?, &train_columns, limit)?;
     let mut validation_rows = None;
     if let Some(percent) = config.validation_split_percentage {
         let mut rng = Rng::derive(config.seed, stream::SPLIT);
         rng.shuffle(&mut train_rows);
         let held = ((train_rows.len() as f64 * percent / 100.0).round() as usize).max(1);
         if held >= train_rows.len() {
-            bail!("{}: too few rows to hold out {percent}% for validation", train_file.display());
+            bail!(
+                "{}: too few rows to hold out {percent}% for validation",
+                train_file.display()
+            );
         }
         let mut held_out = train_rows.split_off(train_rows.len() - held);
         // Keep file order within each part, so max_train_samples means "the first N rows".
@@ -86,7 +94,10 @@ pub fn prepare_data(config: &TrainConfig, tokenizer: &TextEncoder) -> Result<Pre
     }
     if let Some(file) = &config.validation_file {
         let columns = Columns {
-            text: config.validation_text_column.clone().unwrap_or_else(|| config.text_column.clone()),
+            text: config
+                .validation_text_column
+                .clone()
+                .unwrap_or_else(|| config.text_column.clone()),
             text_pair: config
                 .validation_text_pair_column
                 .clone()
@@ -139,7 +150,13 @@ pub fn prepare_data(config: &TrainConfig, tokenizer: &TextEncoder) -> Result<Pre
 /// `(seed, epoch)`; with `group_by_length`, sorted by length (longest first) within
 /// mega-batches of 50 batches and the batches shuffled again, as `Trainer` does, so that
 /// batches hold similar lengths and little padding.
-pub fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usize, group_by_length: bool) -> Vec<Vec<usize>> {
+pub fn epoch_batches(
+    lengths: &[usize],
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+    group_by_length: bool,
+) -> Vec<Vec<usize>> {
     let mut rng = Rng::derive(seed, stream::SHUFFLE ^ ((epoch as u64 + 1) << 8));
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     rng.shuffle(&mut order);
@@ -212,18 +229,30 @@ fn check_output_dir(config: &TrainConfig) -> Result<()> {
             dir.display()
         );
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output_dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output_dir {}", dir.display()))?;
     let probe = dir.join(".bertcls-write-test");
-    std::fs::write(&probe, b"").with_context(|| format!("cannot write to output_dir {}", dir.display()))?;
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("cannot write to output_dir {}", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
 
 /// Tokenizer files copied next to the model so `AutoTokenizer` knows casing and class.
-const TOKENIZER_SIDE_FILES: [&str; 3] = ["tokenizer_config.json", "special_tokens_map.json", "vocab.txt"];
+const TOKENIZER_SIDE_FILES: [&str; 3] = [
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+];
 
 /// Everything the output folder needs besides the weights, written once at the start.
-fn write_model_files(config: &TrainConfig, model_dir: &Path, model_config: &BertConfig, labels: &LabelSet, tokenizer: &TextEncoder) -> Result<()> {
+fn write_model_files(
+    config: &TrainConfig,
+    model_dir: &Path,
+    model_config: &BertConfig,
+    labels: &LabelSet,
+    tokenizer: &TextEncoder,
+) -> Result<()> {
     let out = &config.output_dir;
     let mut model_config = model_config.clone();
     model_config.set_labels(labels);
@@ -297,7 +326,11 @@ pub struct Trainable {
 }
 
 impl Trainable {
-    pub fn new(model_config: &BertConfig, num_labels: usize, tensors: &std::collections::HashMap<String, Tensor>) -> Result<Self> {
+    pub fn new(
+        model_config: &BertConfig,
+        num_labels: usize,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<Self> {
         let shapes = weights::parameter_shapes(model_config, num_labels);
         let mut vars = Vec::with_capacity(shapes.len());
         let mut names = Vec::with_capacity(shapes.len());
@@ -316,7 +349,13 @@ impl Trainable {
     }
 
     /// The loss of one batch and its gradients.
-    pub fn loss_and_grads(&self, batch: &Batch, labels: &Tensor, mode: &mut ForwardMode, scale: f64) -> Result<(f64, candle_core::backprop::GradStore)> {
+    pub fn loss_and_grads(
+        &self,
+        batch: &Batch,
+        labels: &Tensor,
+        mode: &mut ForwardMode,
+        scale: f64,
+    ) -> Result<(f64, candle_core::backprop::GradStore)> {
         let logits = self.model.forward(batch, mode)?.logits;
         let loss = model::cross_entropy(&logits, labels)?;
         let value = loss.to_scalar::<f32>()? as f64;
@@ -345,12 +384,21 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome> {
         started.elapsed().as_secs_f64()
     );
     let num_labels = data.labels.len();
-    let loaded = weights::load(&model_dir, &model_config, num_labels, HeadInit::InitMissing(config.seed ^ stream::HEAD), &device)?;
+    let loaded = weights::load(
+        &model_dir,
+        &model_config,
+        num_labels,
+        HeadInit::InitMissing(config.seed ^ stream::HEAD),
+        &device,
+    )?;
     if !loaded.initialized.is_empty() {
         eprintln!("newly initialised: {}", loaded.initialized.join(", "));
     }
     if !loaded.ignored.is_empty() {
-        eprintln!("not used from the checkpoint: {} tensor(s)", loaded.ignored.len());
+        eprintln!(
+            "not used from the checkpoint: {} tensor(s)",
+            loaded.ignored.len()
+        );
     }
     let trainable = Trainable::new(&model_config, num_labels, &loaded.tensors)?;
     drop(loaded);
@@ -398,7 +446,13 @@ struct Trainer<'a> {
 }
 
 impl<'a> Trainer<'a> {
-    fn new(config: &'a TrainConfig, trainable: &'a Trainable, data: &'a Prepared, tokenizer: &TextEncoder, device: Device) -> Result<Self> {
+    fn new(
+        config: &'a TrainConfig,
+        trainable: &'a Trainable,
+        data: &'a Prepared,
+        tokenizer: &TextEncoder,
+        device: Device,
+    ) -> Result<Self> {
         Ok(Self {
             config,
             trainable,
@@ -422,15 +476,28 @@ impl<'a> Trainer<'a> {
             batch_size: self.config.per_device_eval_batch_size,
             device: &self.device,
         };
-        Ok(Some(evaluate_encoded(&scorer, &validation.encoded, &validation.labels(), &self.data.labels, None)?))
+        Ok(Some(evaluate_encoded(
+            &scorer,
+            &validation.encoded,
+            &validation.labels(),
+            &self.data.labels,
+            None,
+        )?))
     }
 
     fn save_model(&self) -> Result<()> {
-        weights::save(&self.config.output_dir.join("model.safetensors"), self.trainable.model.parameters())
+        weights::save(
+            &self.config.output_dir.join("model.safetensors"),
+            self.trainable.model.parameters(),
+        )
     }
 
     /// Evaluates, records the result, and saves the model if it is the best so far.
-    fn evaluate_and_keep_best(&mut self, step: usize, epoch: f64) -> Result<Option<(Report, bool)>> {
+    fn evaluate_and_keep_best(
+        &mut self,
+        step: usize,
+        epoch: f64,
+    ) -> Result<Option<(Report, bool)>> {
         let Some(report) = self.evaluate()? else {
             return Ok(None);
         };
@@ -441,7 +508,11 @@ impl<'a> Trainer<'a> {
         values.insert("eval_accuracy".into(), json!(report.accuracy));
         values.insert("eval_macro_f1".into(), json!(report.macro_f1));
         values.insert("eval_weighted_f1".into(), json!(report.weighted_f1));
-        self.log_history.push(LogEntry { step, epoch, values });
+        self.log_history.push(LogEntry {
+            step,
+            epoch,
+            values,
+        });
         if improved {
             self.save_model()?;
             self.best = Some((value, report.clone()));
@@ -468,18 +539,38 @@ impl<'a> Trainer<'a> {
 
     /// One optimizer update over a group of micro-batches (gradient accumulation); returns
     /// the micro-batches' losses.
-    fn update(&self, group: &[Vec<usize>], stats: &mut RunStats, grads: &mut Gradients, optimizer: &mut AdamW, lr: f64) -> Result<()> {
+    fn update(
+        &self,
+        group: &[Vec<usize>],
+        stats: &mut RunStats,
+        grads: &mut Gradients,
+        optimizer: &mut AdamW,
+        lr: f64,
+    ) -> Result<()> {
         let train = &self.data.train;
-        let pad_to = self.config.pad_to_max_length.then_some(self.config.max_seq_length);
+        let pad_to = self
+            .config
+            .pad_to_max_length
+            .then_some(self.config.max_seq_length);
         for indices in group {
             let items: Vec<&Encoded> = indices.iter().map(|&i| &train.encoded[i]).collect();
             let batch = Batch::collate(&items, self.pad_id, pad_to, &self.device)?;
-            let labels: Vec<u32> = indices.iter().map(|&i| train.examples[i].label as u32).collect();
+            let labels: Vec<u32> = indices
+                .iter()
+                .map(|&i| train.examples[i].label as u32)
+                .collect();
             let labels = Tensor::new(labels.as_slice(), &self.device)?;
             stats.micro += 1;
-            let seed = crate::rng::mix64(self.config.seed ^ crate::rng::mix64(stream::DROPOUT << 32 | stats.micro));
+            let seed = crate::rng::mix64(
+                self.config.seed ^ crate::rng::mix64(stream::DROPOUT << 32 | stats.micro),
+            );
             let mut mode = ForwardMode::train(seed);
-            let (loss, store) = self.trainable.loss_and_grads(&batch, &labels, &mut mode, 1.0 / group.len() as f64)?;
+            let (loss, store) = self.trainable.loss_and_grads(
+                &batch,
+                &labels,
+                &mut mode,
+                1.0 / group.len() as f64,
+            )?;
             if !loss.is_finite() {
                 bail!(
                     "training loss became {loss} at step {}: stopping (try a lower learning_rate); \
@@ -489,7 +580,12 @@ impl<'a> Trainer<'a> {
                 );
             }
             grads.accumulate(&store, &self.trainable.vars)?;
-            stats.record_batch(loss, indices.len(), batch.real_tokens, batch.input_ids.elem_count());
+            stats.record_batch(
+                loss,
+                indices.len(),
+                batch.real_tokens,
+                batch.input_ids.elem_count(),
+            );
         }
         stats.grad_norm = grads.clip(self.config.max_grad_norm)?;
         optimizer.step(grads, lr)?;
@@ -504,7 +600,13 @@ impl<'a> Trainer<'a> {
         let n = train.examples.len();
         let (total, per_epoch) = total_updates(config, n);
         let epochs = total.div_ceil(per_epoch);
-        let schedule = LrSchedule::new(config.learning_rate, config.lr_scheduler_type, total, config.warmup_steps, config.warmup_ratio);
+        let schedule = LrSchedule::new(
+            config.learning_rate,
+            config.lr_scheduler_type,
+            total,
+            config.warmup_steps,
+            config.warmup_ratio,
+        );
         let params: Vec<(Var, bool)> = self
             .trainable
             .vars
@@ -525,17 +627,28 @@ impl<'a> Trainer<'a> {
         let lengths: Vec<usize> = train.encoded.iter().map(|e| e.ids.len()).collect();
         eprintln!(
             "training: {n} examples, {epochs} epoch(s), {total} optimizer steps of {} x {} examples, warmup {} steps",
-            config.per_device_train_batch_size, config.gradient_accumulation_steps, schedule.warmup_steps
+            config.per_device_train_batch_size,
+            config.gradient_accumulation_steps,
+            schedule.warmup_steps
         );
         let bar = ProgressBar::new(total as u64).with_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         let mut stats = RunStats::new();
         let mut epoch_pos = 0f64;
         for epoch in 0..epochs {
-            let batches = epoch_batches(&lengths, config.per_device_train_batch_size, config.seed, epoch, config.group_by_length);
-            let groups: Vec<&[Vec<usize>]> = batches.chunks(config.gradient_accumulation_steps).collect();
+            let batches = epoch_batches(
+                &lengths,
+                config.per_device_train_batch_size,
+                config.seed,
+                epoch,
+                config.group_by_length,
+            );
+            let groups: Vec<&[Vec<usize>]> =
+                batches.chunks(config.gradient_accumulation_steps).collect();
             let epoch_start = stats.epoch_start();
             for (g, group) in groups.iter().enumerate() {
                 let lr = schedule.lr(stats.step);
@@ -552,22 +665,32 @@ impl<'a> Trainer<'a> {
                 );
                 if stats.step % config.logging_steps == 0 {
                     if bar.is_hidden() {
-                        let eta = stats.started.elapsed().as_secs_f64() / stats.step as f64 * (total - stats.step) as f64;
+                        let eta = stats.started.elapsed().as_secs_f64() / stats.step as f64
+                            * (total - stats.step) as f64;
                         eprintln!("step {}/{total}: {status}, eta {eta:.0} s", stats.step);
                     }
                     let mut values = serde_json::Map::new();
                     values.insert("loss".into(), json!(stats.window_loss()));
                     values.insert("learning_rate".into(), json!(lr));
                     values.insert("grad_norm".into(), json!(stats.grad_norm));
-                    self.log_history.push(LogEntry { step: stats.step, epoch: epoch_pos, values });
+                    self.log_history.push(LogEntry {
+                        step: stats.step,
+                        epoch: epoch_pos,
+                        values,
+                    });
                     stats.reset_window();
                 }
                 bar.set_message(status);
                 let eval_now = config.eval_strategy() == IntervalStrategy::Steps
                     && config.eval_steps.is_some_and(|k| stats.step % k == 0);
                 if eval_now {
-                    if let Some((report, improved)) = self.evaluate_and_keep_best(stats.step, epoch_pos)? {
-                        say(&bar, format!("step {}: {}", stats.step, eval_summary(&report, improved)));
+                    if let Some((report, improved)) =
+                        self.evaluate_and_keep_best(stats.step, epoch_pos)?
+                    {
+                        say(
+                            &bar,
+                            format!("step {}: {}", stats.step, eval_summary(&report, improved)),
+                        );
                     }
                     self.write_state(stats.step, epoch_pos, total)?;
                 }
@@ -581,7 +704,9 @@ impl<'a> Trainer<'a> {
                 epoch + 1
             );
             if config.eval_strategy() == IntervalStrategy::Epoch {
-                if let Some((report, improved)) = self.evaluate_and_keep_best(stats.step, epoch_pos)? {
+                if let Some((report, improved)) =
+                    self.evaluate_and_keep_best(stats.step, epoch_pos)?
+                {
                     line.push_str(&format!(", {}", eval_summary(&report, improved)));
                 }
             }
@@ -628,7 +753,11 @@ fn eval_summary(report: &Report, improved: bool) -> String {
         report.accuracy,
         report.macro_f1,
         report.loss.unwrap_or(f64::NAN),
-        if improved { " (best so far: saved)" } else { "" }
+        if improved {
+            " (best so far: saved)"
+        } else {
+            ""
+        }
     )
 }
 

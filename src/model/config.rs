@@ -80,12 +80,17 @@ pub struct BertConfig {
 impl BertConfig {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let bytes = std::fs::read(&path)
-            .with_context(|| format!("{}: model folder has no readable config.json", dir.display()))?;
-        let config: Self = serde_json::from_slice(&bytes).map_err(|e| {
-            anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column())
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "{}: model folder has no readable config.json",
+                dir.display()
+            )
         })?;
-        config.validate().with_context(|| path.display().to_string())?;
+        let config: Self = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
+        config
+            .validate()
+            .with_context(|| path.display().to_string())?;
         Ok(config)
     }
 
@@ -169,8 +174,10 @@ impl BertConfig {
             "architectures".into(),
             Value::Array(vec![Value::String("BertForSequenceClassification".into())]),
         );
-        self.extra.insert("model_type".into(), Value::String("bert".into()));
-        self.extra.insert("num_labels".into(), Value::from(labels.len()));
+        self.extra
+            .insert("model_type".into(), Value::String("bert".into()));
+        self.extra
+            .insert("num_labels".into(), Value::from(labels.len()));
         self.extra.insert(
             "problem_type".into(),
             Value::String("single_label_classification".into()),

@@ -116,7 +116,12 @@ impl Embeddings {
         })
     }
 
-    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, mode: &mut ForwardMode) -> Result<Tensor> {
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        mode: &mut ForwardMode,
+    ) -> Result<Tensor> {
         let (batch, seq) = input_ids.dims2()?;
         let hidden = self.word.dim(1)?;
         let positions = self.position.dim(0)?;
@@ -124,7 +129,9 @@ impl Embeddings {
             candle_core::bail!("input of {seq} tokens exceeds max_position_embeddings {positions}");
         }
         let words = self.word.index_select(&input_ids.flatten_all()?, 0)?;
-        let types = self.token_type.index_select(&token_type_ids.flatten_all()?, 0)?;
+        let types = self
+            .token_type
+            .index_select(&token_type_ids.flatten_all()?, 0)?;
         let words = words.reshape((batch, seq, hidden))?;
         let types = types.reshape((batch, seq, hidden))?;
         let pos = self.position.narrow(0, 0, seq)?.unsqueeze(0)?;
@@ -199,7 +206,9 @@ impl FeedForward {
             intermediate: Linear::load(w, &format!("{prefix}.intermediate.dense"))?,
             output: Linear::load(w, &format!("{prefix}.output.dense"))?,
             norm: LayerNorm::load(w, &format!("{prefix}.output.LayerNorm"), c.layer_norm_eps)?,
-            activation: c.activation().map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+            activation: c
+                .activation()
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
             dropout: c.hidden_dropout_prob,
         })
     }

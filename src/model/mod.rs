@@ -44,7 +44,11 @@ impl BertClassifier {
     /// Builds the model from a complete set of named parameters (see
     /// [`weights::parameter_shapes`]). The tensors are used as they are: pass `Var`s' tensors
     /// to train, plain tensors for inference.
-    pub fn from_tensors(config: &BertConfig, num_labels: usize, tensors: &HashMap<String, Tensor>) -> Result<Self> {
+    pub fn from_tensors(
+        config: &BertConfig,
+        num_labels: usize,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Self> {
         let w = Weights::new(tensors.clone());
         let params = weights::parameter_shapes(config, num_labels)
             .into_iter()

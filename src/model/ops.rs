@@ -9,7 +9,9 @@
 //!
 //! The public functions pick the fused kernel for contiguous f32 tensors on the CPU.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail,
+};
 use rayon::prelude::*;
 
 use crate::rng::hash_uniform;
@@ -78,7 +80,10 @@ impl CustomOp3 for LayerNorm {
         let b = f32_slice(bs, bl, self.name())?;
         let h = g.len();
         if xl.dims().last() != Some(&h) || b.len() != h {
-            bail!("layer norm: weight of size {h} does not match input {:?}", xl.dims());
+            bail!(
+                "layer norm: weight of size {h} does not match input {:?}",
+                xl.dims()
+            );
         }
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(h * rows_per_task(h))
@@ -105,9 +110,11 @@ impl CustomOp3 for LayerNorm {
         let h = gamma.elem_count();
         let n = x.elem_count();
         let grad = grad.detach().contiguous()?;
-        let packed = x
-            .detach()
-            .apply_op3_no_bwd(&gamma.detach(), &grad, &LayerNormBackward { eps: self.eps })?;
+        let packed = x.detach().apply_op3_no_bwd(
+            &gamma.detach(),
+            &grad,
+            &LayerNormBackward { eps: self.eps },
+        )?;
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
         let dgamma = packed.narrow(0, n, h)?.reshape(gamma.shape())?;
         let dbeta = packed.narrow(0, n + h, h)?.reshape(gamma.shape())?;
@@ -430,7 +437,13 @@ pub mod plain {
     pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
         let scale = 1.0 / (1.0 - p);
         let mask: Vec<f32> = (0..x.elem_count() as u64)
-            .map(|i| if hash_uniform(seed, i) >= p { scale } else { 0.0 })
+            .map(|i| {
+                if hash_uniform(seed, i) >= p {
+                    scale
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x.mul(&mask)
@@ -473,11 +486,22 @@ mod tests {
         let w = randn(&[6, 5, 40], 2);
         let yf = fused(x.as_tensor()).unwrap();
         let yp = plain(x.as_tensor()).unwrap();
-        assert!(max_abs_diff(&yf, &yp) < tol, "forward differs: {}", max_abs_diff(&yf, &yp));
+        assert!(
+            max_abs_diff(&yf, &yp) < tol,
+            "forward differs: {}",
+            max_abs_diff(&yf, &yp)
+        );
         let gf = (yf * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let gp = (yp * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let (gf, gp) = (gf.get(x.as_tensor()).unwrap(), gp.get(x.as_tensor()).unwrap());
-        assert!(max_abs_diff(gf, gp) < tol * 10.0, "backward differs: {}", max_abs_diff(gf, gp));
+        let (gf, gp) = (
+            gf.get(x.as_tensor()).unwrap(),
+            gp.get(x.as_tensor()).unwrap(),
+        );
+        assert!(
+            max_abs_diff(gf, gp) < tol * 10.0,
+            "backward differs: {}",
+            max_abs_diff(gf, gp)
+        );
     }
 
     #[test]
@@ -503,12 +527,19 @@ mod tests {
 
     #[test]
     fn fused_dropout_matches_plain_and_drops_about_p() {
-        check_unary(|x| dropout(x, 0.25, 9), |x| plain::dropout(x, 0.25, 9), 1e-6);
+        check_unary(
+            |x| dropout(x, 0.25, 9),
+            |x| plain::dropout(x, 0.25, 9),
+            1e-6,
+        );
         let ones = Tensor::ones(100_000, DType::F32, &Device::Cpu).unwrap();
         let out = dropout(&ones, 0.25, 3).unwrap().to_vec1::<f32>().unwrap();
         let zeros = out.iter().filter(|&&v| v == 0.0).count() as f64 / out.len() as f64;
         assert!((zeros - 0.25).abs() < 0.01, "dropped {zeros}");
-        assert!(out.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        assert!(
+            out.iter()
+                .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6)
+        );
         let other = dropout(&ones, 0.25, 4).unwrap().to_vec1::<f32>().unwrap();
         assert_ne!(out, other, "the mask depends on the seed");
     }

@@ -35,9 +35,18 @@ impl Weights {
 pub fn parameter_shapes(c: &BertConfig, num_labels: usize) -> Vec<(String, Vec<usize>)> {
     let (h, i) = (c.hidden_size, c.intermediate_size);
     let mut out = vec![
-        ("bert.embeddings.word_embeddings.weight".to_string(), vec![c.vocab_size, h]),
-        ("bert.embeddings.position_embeddings.weight".into(), vec![c.max_position_embeddings, h]),
-        ("bert.embeddings.token_type_embeddings.weight".into(), vec![c.type_vocab_size, h]),
+        (
+            "bert.embeddings.word_embeddings.weight".to_string(),
+            vec![c.vocab_size, h],
+        ),
+        (
+            "bert.embeddings.position_embeddings.weight".into(),
+            vec![c.max_position_embeddings, h],
+        ),
+        (
+            "bert.embeddings.token_type_embeddings.weight".into(),
+            vec![c.type_vocab_size, h],
+        ),
         ("bert.embeddings.LayerNorm.weight".into(), vec![h]),
         ("bert.embeddings.LayerNorm.bias".into(), vec![h]),
     ];
@@ -83,7 +92,10 @@ pub fn canonical_name(name: &str) -> Option<String> {
     let name = name
         .strip_suffix("LayerNorm.gamma")
         .map(|p| format!("{p}LayerNorm.weight"))
-        .or_else(|| name.strip_suffix("LayerNorm.beta").map(|p| format!("{p}LayerNorm.bias")))
+        .or_else(|| {
+            name.strip_suffix("LayerNorm.beta")
+                .map(|p| format!("{p}LayerNorm.bias"))
+        })
         .unwrap_or_else(|| name.to_string());
     if name.ends_with("position_ids") {
         return None;
@@ -117,7 +129,8 @@ pub fn checkpoint_file(dir: &Path) -> Result<PathBuf> {
 pub fn read_checkpoint(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
     if is_safetensors {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let map = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
             anyhow::anyhow!(
                 "{}: not a valid safetensors file (truncated or corrupt?): {e}",
@@ -224,7 +237,14 @@ fn init_parameter(name: &str, shape: &[usize], range: f64, rng: &mut Rng) -> Res
 pub fn save(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
     let cpu: Vec<(String, Tensor)> = named
         .iter()
-        .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?)))
+        .map(|(n, t)| {
+            Ok((
+                n.clone(),
+                t.to_device(&Device::Cpu)?
+                    .to_dtype(DType::F32)?
+                    .contiguous()?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let bytes = safetensors::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
@@ -250,7 +270,10 @@ mod tests {
             canonical_name("encoder.layer.3.attention.output.LayerNorm.beta").as_deref(),
             Some("bert.encoder.layer.3.attention.output.LayerNorm.bias")
         );
-        assert_eq!(canonical_name("classifier.bias").as_deref(), Some("classifier.bias"));
+        assert_eq!(
+            canonical_name("classifier.bias").as_deref(),
+            Some("classifier.bias")
+        );
         assert_eq!(canonical_name("embeddings.position_ids"), None);
         assert_eq!(canonical_name("cls.predictions.bias"), None);
     }

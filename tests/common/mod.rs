@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+use bertcls::testing::TinyModel;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -9,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub fn temp_dir(tag: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}-{n}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -51,12 +54,128 @@ pub fn ok(out: Output) -> Output {
 /// `error: ...` containing every one of `needles`. Returns that line.
 pub fn fails_with(out: Output, needles: &[&str]) -> String {
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "expected exit code 1; stderr: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit code 1; stderr: {err}"
+    );
     assert!(!err.contains("panicked"), "panic: {err}");
     let last = err.lines().last().unwrap_or("").to_string();
-    assert!(last.starts_with("error: "), "last line is not an error line: {err}");
+    assert!(
+        last.starts_with("error: "),
+        "last line is not an error line: {err}"
+    );
     for needle in needles {
         assert!(last.contains(needle), "`{needle}` not in: {last}");
     }
     last
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const POSITIVE: [&str; 4] = ["good", "great", "fun", "very good"];
+const NEGATIVE: [&str; 4] = ["bad", "awful", "boring", "not good"];
+const FRAMES: [&str; 5] = [
+    "the movie was {}",
+    "a {} film",
+    "{} !",
+    "the film was {} .",
+    "what a {} movie",
+];
+
+/// Sentiment sentences a tiny model can learn: the label follows from one word.
+pub fn sentences() -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    for frame in FRAMES {
+        for (i, word) in POSITIVE.iter().enumerate() {
+            out.push((frame.replace("{}", word), "pos"));
+            out.push((frame.replace("{}", NEGATIVE[i]), "neg"));
+        }
+    }
+    out
+}
+
+/// A tiny base model, a small sentiment data set and a private cache in a fresh folder.
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub model: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl Fixture {
+    pub fn new(tag: &str) -> Self {
+        let dir = temp_dir(tag);
+        let model = dir.join("tiny-bert");
+        TinyModel {
+            seed: 3,
+            ..TinyModel::default()
+        }
+        .write(&model)
+        .unwrap();
+        let rows = sentences();
+        let mut csv = String::from("label,text\n");
+        let mut tsv = String::from("sentiment\tcontent\n");
+        for (text, label) in &rows {
+            csv.push_str(&format!("{label},{text}\n"));
+            tsv.push_str(&format!("{label}\t{text}\n"));
+        }
+        std::fs::write(dir.join("train.csv"), csv).unwrap();
+        std::fs::write(dir.join("dev.tsv"), tsv).unwrap();
+        let cache = dir.join("cache");
+        Self { dir, model, cache }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            r#"
+model_name_or_path = {model:?}
+train_file = {train:?}
+validation_file = {dev:?}
+validation_text_column = "content"
+validation_label_column = "sentiment"
+output_dir = {out:?}
+max_seq_length = 16
+per_device_train_batch_size = 8
+num_train_epochs = 40
+learning_rate = 2e-3
+warmup_ratio = 0.1
+weight_decay = 0.01
+logging_steps = 5
+device = "cpu"
+"#,
+            model = self.model,
+            train = self.path("train.csv"),
+            dev = self.path("dev.tsv"),
+            out = self.path("run"),
+        );
+        // Keys in `extra` replace the defaults above.
+        let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
+        let overridden: Vec<String> = extra.lines().map(key).filter(|k| !k.is_empty()).collect();
+        let mut text: String = text
+            .lines()
+            .filter(|l| !overridden.contains(&key(l)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(extra);
+        text.push('\n');
+        let path = self.path("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        bertcls(&self.cache).args(args).output().unwrap()
+    }
+
+    pub fn train(&self) -> PathBuf {
+        let config = self.config("");
+        ok(self.run(&["train", "--config", config.to_str().unwrap()]));
+        self.path("run")
+    }
 }
