@@ -325,10 +325,10 @@ impl TrainConfig {
             ),
             ("classifier_dropout", self.classifier_dropout),
         ] {
-            if let Some(p) = value {
-                if !(0.0..1.0).contains(&p) {
-                    fail(key, format!("must be in [0, 1) (got {p})"))?;
-                }
+            if let Some(p) = value
+                && !(0.0..1.0).contains(&p)
+            {
+                fail(key, format!("must be in [0, 1) (got {p})"))?;
             }
         }
         for (key, value) in [

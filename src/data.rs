@@ -322,15 +322,15 @@ fn check_row(file: &Path, row: &Row, columns: &Columns) -> Result<(), DataError>
             columns.text
         )));
     }
-    if let (Some(pair), Some(column)) = (&row.text_pair, &columns.text_pair) {
-        if pair.trim().is_empty() {
-            return Err(row_error(format!("empty text in column `{column}`")));
-        }
+    if let (Some(pair), Some(column)) = (&row.text_pair, &columns.text_pair)
+        && pair.trim().is_empty()
+    {
+        return Err(row_error(format!("empty text in column `{column}`")));
     }
-    if let (Some(label), Some(column)) = (&row.label, &columns.label) {
-        if label.trim().is_empty() {
-            return Err(row_error(format!("empty label in column `{column}`")));
-        }
+    if let (Some(label), Some(column)) = (&row.label, &columns.label)
+        && label.trim().is_empty()
+    {
+        return Err(row_error(format!("empty label in column `{column}`")));
     }
     Ok(())
 }

@@ -49,10 +49,11 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
     match spec {
         DeviceSpec::Cpu => Ok(Device::Cpu),
         DeviceSpec::Auto => {
-            if CUDA_BUILT && candle_core::utils::cuda_is_available() {
-                if let Ok(dev) = Device::new_cuda(0) {
-                    return Ok(dev);
-                }
+            if CUDA_BUILT
+                && candle_core::utils::cuda_is_available()
+                && let Ok(dev) = Device::new_cuda(0)
+            {
+                return Ok(dev);
             }
             Ok(Device::Cpu)
         }
@@ -91,6 +92,7 @@ pub fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }
 

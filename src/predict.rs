@@ -180,7 +180,7 @@ impl Write for Output {
 }
 
 enum Sink {
-    Delimited(csv::Writer<Output>),
+    Delimited(Box<csv::Writer<Output>>),
     Jsonl(Output),
 }
 
@@ -257,7 +257,7 @@ pub fn predict_file(
                 .chain(added.iter().map(String::as_str))
                 .collect();
             w.write_record(&header)?;
-            Sink::Delimited(w)
+            Sink::Delimited(Box::new(w))
         }
     };
 

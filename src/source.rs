@@ -175,7 +175,7 @@ pub fn cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| std::env::temp_dir());
+        .unwrap_or_else(std::env::temp_dir);
     base.join("bertcls")
 }
 
@@ -299,7 +299,7 @@ pub mod pip {
                 Some((version, dir))
             })
             .collect();
-        found.sort_by(|a, b| version_key(&b.0).cmp(&version_key(&a.0)));
+        found.sort_by_key(|(version, _)| std::cmp::Reverse(version_key(version)));
         found
     }
 

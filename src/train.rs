@@ -663,7 +663,7 @@ impl<'a> Trainer<'a> {
                     stats.window_loss(),
                     stats.examples_per_second()
                 );
-                if stats.step % config.logging_steps == 0 {
+                if stats.step.is_multiple_of(config.logging_steps) {
                     if bar.is_hidden() {
                         let eta = stats.started.elapsed().as_secs_f64() / stats.step as f64
                             * (total - stats.step) as f64;
@@ -682,7 +682,9 @@ impl<'a> Trainer<'a> {
                 }
                 bar.set_message(status);
                 let eval_now = config.eval_strategy() == IntervalStrategy::Steps
-                    && config.eval_steps.is_some_and(|k| stats.step % k == 0);
+                    && config
+                        .eval_steps
+                        .is_some_and(|k| stats.step.is_multiple_of(k));
                 if eval_now {
                     if let Some((report, improved)) =
                         self.evaluate_and_keep_best(stats.step, epoch_pos)?
@@ -703,12 +705,11 @@ impl<'a> Trainer<'a> {
                 "epoch {}/{epochs}: train loss {epoch_loss:.4}, {epoch_rate:.1} examples/s",
                 epoch + 1
             );
-            if config.eval_strategy() == IntervalStrategy::Epoch {
-                if let Some((report, improved)) =
+            if config.eval_strategy() == IntervalStrategy::Epoch
+                && let Some((report, improved)) =
                     self.evaluate_and_keep_best(stats.step, epoch_pos)?
-                {
-                    line.push_str(&format!(", {}", eval_summary(&report, improved)));
-                }
+            {
+                line.push_str(&format!(", {}", eval_summary(&report, improved)));
             }
             say(&bar, line);
             self.write_state(stats.step, epoch_pos, total)?;

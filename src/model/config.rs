@@ -95,15 +95,15 @@ impl BertConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if let Some(Value::String(t)) = self.extra.get("model_type") {
-            if t != "bert" {
-                bail!("model_type is `{t}`: bertcls runs BERT models only");
-            }
+        if let Some(Value::String(t)) = self.extra.get("model_type")
+            && t != "bert"
+        {
+            bail!("model_type is `{t}`: bertcls runs BERT models only");
         }
         if self.hidden_size == 0 || self.num_attention_heads == 0 || self.num_hidden_layers == 0 {
             bail!("hidden_size, num_attention_heads and num_hidden_layers must be positive");
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size,
