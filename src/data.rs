@@ -509,6 +509,23 @@ impl LabelSet {
     pub fn id(&self, name: &str) -> Option<usize> {
         self.names.iter().position(|n| n == name)
     }
+
+    /// transformers names the classes of a model saved without label names `LABEL_0`,
+    /// `LABEL_1`, ...; the data of such a model holds the integers. Those names become the
+    /// integers, other names stay as they are.
+    pub fn with_default_names_as_ids(&self) -> Self {
+        let default = self
+            .names
+            .iter()
+            .enumerate()
+            .all(|(i, n)| *n == format!("LABEL_{i}"));
+        if !default {
+            return self.clone();
+        }
+        Self {
+            names: (0..self.names.len()).map(|i| i.to_string()).collect(),
+        }
+    }
 }
 
 /// A labelled example ready for tokenization.
@@ -700,6 +717,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rows[0].text, "a");
+    }
+
+    #[test]
+    fn default_transformers_names_stand_for_integers() {
+        let default = LabelSet::from_names(vec!["LABEL_0".into(), "LABEL_1".into()]);
+        assert_eq!(default.with_default_names_as_ids().names(), &["0", "1"]);
+        let named = LabelSet::from_names(vec!["LABEL_1".into(), "LABEL_0".into()]);
+        assert_eq!(named.with_default_names_as_ids(), named);
     }
 
     #[test]

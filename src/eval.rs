@@ -53,7 +53,8 @@ pub fn evaluate_file(model: &FineTuned, opts: &EvalOptions, device: &Device) -> 
         None => Format::from_path(&opts.data)?,
     };
     let rows = data::read_rows(&opts.data, format, &opts.columns, opts.max_samples)?;
-    let examples = data::label_rows(&opts.data, rows, &model.labels)?;
+    let labels = model.labels.with_default_names_as_ids();
+    let examples = data::label_rows(&opts.data, rows, &labels)?;
     let inputs: Vec<(&str, Option<&str>)> = examples
         .iter()
         .map(|e| (e.text.as_str(), e.text_pair.as_deref()))
@@ -62,7 +63,7 @@ pub fn evaluate_file(model: &FineTuned, opts: &EvalOptions, device: &Device) -> 
     let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
     let bar = ProgressBar::new(encoded.len() as u64);
     let scorer = Scorer::for_model(model, opts.batch_size, device);
-    let report = evaluate_encoded(&scorer, &encoded, &truth, &model.labels, Some(&bar))?;
+    let report = evaluate_encoded(&scorer, &encoded, &truth, &labels, Some(&bar))?;
     bar.finish_and_clear();
     Ok(report)
 }

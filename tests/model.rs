@@ -357,3 +357,38 @@ fn gradients_match_finite_differences() {
         assert!(rel < 1e-3, "{name}[{k}]: analytic {g}, numeric {numeric}");
     }
 }
+
+/// transformers 5 leaves default label names out of config.json: the classifier's shape
+/// gives the classes, named as transformers names them, and eval data may hold the integers.
+#[test]
+fn default_label_names_come_from_the_classifier_shape() {
+    let t = tiny();
+    let dir = common::temp_dir("default-labels");
+    t.write(&dir).unwrap();
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let object = config.as_object_mut().unwrap();
+    object.remove("id2label");
+    object.remove("label2id");
+    object.remove("num_labels");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let model = FineTuned::load(&dir, None, &Device::Cpu).unwrap();
+    assert_eq!(model.labels.names(), ["LABEL_0", "LABEL_1", "LABEL_2"]);
+    let data = dir.join("eval.csv");
+    std::fs::write(&data, "label,text\n2,a great film\n0,awful\n").unwrap();
+    let opts = bertcls::eval::EvalOptions {
+        data,
+        format: None,
+        columns: bertcls::data::Columns {
+            text: "text".into(),
+            text_pair: None,
+            label: Some("label".into()),
+        },
+        batch_size: 8,
+        max_samples: None,
+    };
+    let report = bertcls::eval::evaluate_file(&model, &opts, &Device::Cpu).unwrap();
+    assert_eq!(report.labels, ["0", "1", "2"]);
+    assert_eq!(report.examples, 2);
+}

@@ -9,7 +9,7 @@ pub mod weights;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use candle_core::{DType, Device, Tensor};
 
 pub use config::BertConfig;
@@ -147,13 +147,19 @@ impl FineTuned {
             bail!("{}: no such model folder", dir.display());
         }
         let config = BertConfig::load(dir)?;
-        let labels = config.labels().with_context(|| {
-            format!(
-                "{}: config.json has no id2label: this is not a fine-tuned classifier \
-                 (train one with `bertcls train`)",
-                dir.display()
-            )
-        })?;
+        let labels = match config.labels() {
+            Some(labels) => labels,
+            // transformers leaves its default names (LABEL_0, LABEL_1, ...) out of
+            // config.json: the classifier's shape tells how many there are.
+            None => match weights::classifier_size(dir)? {
+                Some(n) => LabelSet::from_names((0..n).map(|i| format!("LABEL_{i}")).collect()),
+                None => bail!(
+                    "{}: config.json has no id2label and the weights no classifier: this is not a \
+                     fine-tuned classifier (train one with `bertcls train`)",
+                    dir.display()
+                ),
+            },
+        };
         let trained_length = std::fs::read(dir.join(TRAINING_ARGS))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())

@@ -145,6 +145,15 @@ pub fn read_checkpoint(path: &Path) -> Result<Vec<(String, Tensor)>> {
     }
 }
 
+/// The number of classes of the checkpoint's classifier, if it has one.
+pub fn classifier_size(dir: &Path) -> Result<Option<usize>> {
+    let tensors = read_checkpoint(&checkpoint_file(dir)?)?;
+    Ok(tensors
+        .iter()
+        .find(|(name, _)| canonical_name(name).as_deref() == Some("classifier.weight"))
+        .and_then(|(_, t)| t.dims().first().copied()))
+}
+
 /// How the head of a loaded model came about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadInit {
