@@ -13,6 +13,7 @@ use crate::model::FineTuned;
 use crate::predict::{PredictOptions, predict_file, predict_texts};
 use crate::source;
 use crate::tokenize::{LengthStats, TextEncoder};
+use crate::train::Resume;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -86,8 +87,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Replace the contents of a non-empty output_dir.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub overwrite_output_dir: bool,
+    /// Continue from the newest checkpoint in output_dir, or from the checkpoint folder given.
+    #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
     /// Override any config key: --set warmup_ratio=0.1 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -330,7 +334,9 @@ fn train(args: TrainArgs) -> Result<()> {
             .then_some(toml::Value::Boolean(true)),
     );
     let config = TrainConfig::load(&args.config, &overrides)?;
-    let outcome = crate::train::train(&config)?;
+    let resume = args.resume.map(|p| p.map_or(Resume::Latest, Resume::From));
+    crate::interrupt::install();
+    let outcome = crate::train::train(&config, resume)?;
     let m = &outcome.metrics;
     eprintln!(
         "trained {} steps in {:.1} s: {:.1} examples/s, {:.0} real tokens/s, train loss {:.4}, peak memory {}",

@@ -109,6 +109,12 @@ pub struct TrainConfig {
     /// Defaults to `epoch` when there is validation data, else `no`.
     pub eval_strategy: Option<IntervalStrategy>,
     pub eval_steps: Option<usize>,
+    /// Checkpoints: `steps` (every `save_steps` and at each epoch end), `epoch` (epoch ends
+    /// only) or `no` (only when interrupted).
+    pub save_strategy: IntervalStrategy,
+    pub save_steps: usize,
+    /// Keep this many newest checkpoints (plus the best); all when unset.
+    pub save_total_limit: Option<usize>,
     pub metric_for_best_model: BestMetric,
     pub seed: u64,
     pub device: String,
@@ -157,6 +163,9 @@ impl Default for TrainConfig {
             logging_steps: 500,
             eval_strategy: None,
             eval_steps: None,
+            save_strategy: IntervalStrategy::Steps,
+            save_steps: 500,
+            save_total_limit: None,
             metric_for_best_model: BestMetric::Accuracy,
             seed: 42,
             device: "auto".into(),
@@ -345,6 +354,7 @@ impl TrainConfig {
                 self.gradient_accumulation_steps,
             ),
             ("logging_steps", self.logging_steps),
+            ("save_steps", self.save_steps),
         ] {
             if value == 0 {
                 fail(key, "must be at least 1 (got 0)".into())?;
@@ -358,6 +368,9 @@ impl TrainConfig {
                     self.max_seq_length
                 ),
             )?;
+        }
+        if self.save_total_limit == Some(0) {
+            fail("save_total_limit", "must be at least 1 (got 0)".into())?;
         }
         if self.max_train_samples == Some(0) {
             fail("max_train_samples", "must be at least 1 (got 0)".into())?;

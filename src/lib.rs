@@ -5,11 +5,13 @@
 //! [`predict::predict_file`].
 
 pub mod atomic;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod interrupt;
 pub mod metrics;
 pub mod model;
 pub mod optim;

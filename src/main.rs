@@ -24,7 +24,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&format!("{e:#}")));
-            ExitCode::FAILURE
+            // As a shell reports a process ended by that signal.
+            match e.downcast_ref::<bertcls::train::Interrupted>() {
+                Some(i) => ExitCode::from((128 + i.signal) as u8),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

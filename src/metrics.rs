@@ -2,10 +2,10 @@
 //! the confusion matrix, computed as scikit-learn does (a class never predicted has
 //! precision 0).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClassReport {
     pub label: String,
     pub precision: f64,
@@ -14,14 +14,14 @@ pub struct ClassReport {
     pub support: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub examples: usize,
     pub accuracy: f64,
     pub macro_f1: f64,
     pub weighted_f1: f64,
     /// Mean cross-entropy, when the caller computed it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
     pub per_class: Vec<ClassReport>,
     /// `confusion_matrix[true][predicted]`

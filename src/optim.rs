@@ -227,6 +227,55 @@ impl AdamW {
         self.step
     }
 
+    /// Each parameter's first and second moments, as tensors shaped like the parameter.
+    pub fn moments(&self) -> Result<Vec<(Tensor, Tensor)>> {
+        self.slots
+            .iter()
+            .map(|slot| match &slot.moments {
+                Moments::Host { m, v } => {
+                    let shape = slot.var.shape();
+                    Ok((
+                        Tensor::from_slice(m, shape, &candle_core::Device::Cpu)?,
+                        Tensor::from_slice(v, shape, &candle_core::Device::Cpu)?,
+                    ))
+                }
+                Moments::Device { m, v } => Ok((m.clone(), v.clone())),
+            })
+            .collect()
+    }
+
+    /// Restores the state [`AdamW::moments`] and [`AdamW::steps_taken`] described.
+    pub fn restore(&mut self, steps: u64, moments: Vec<(Tensor, Tensor)>) -> Result<()> {
+        if moments.len() != self.slots.len() {
+            anyhow::bail!(
+                "optimizer state has {} parameters, the model {}",
+                moments.len(),
+                self.slots.len()
+            );
+        }
+        for (slot, (m, v)) in self.slots.iter_mut().zip(moments) {
+            if m.dims() != slot.var.dims() || v.dims() != slot.var.dims() {
+                anyhow::bail!(
+                    "optimizer state shaped {:?} for a parameter shaped {:?}",
+                    m.dims(),
+                    slot.var.dims()
+                );
+            }
+            slot.moments = match &slot.moments {
+                Moments::Host { .. } => Moments::Host {
+                    m: m.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+                    v: v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+                },
+                Moments::Device { .. } => Moments::Device {
+                    m: m.to_device(slot.var.device())?.to_dtype(slot.var.dtype())?,
+                    v: v.to_device(slot.var.device())?.to_dtype(slot.var.dtype())?,
+                },
+            };
+        }
+        self.step = steps;
+        Ok(())
+    }
+
     /// One update with learning rate `lr`, on gradients times `grads.scale()`. A parameter
     /// without a gradient is left as it is, weight decay included, as torch skips parameters
     /// whose `.grad` is None.

@@ -1,0 +1,379 @@
+//! Fine-tuning: the job set up from a [`TrainConfig`] (model, data, output folder, or a
+//! checkpoint to resume from), then run by the training loop in [`trainer`]. The output folder
+//! is an ordinary Hugging Face model folder holding the best model, plus checkpoints,
+//! trainer_state.json and results files.
+
+pub mod dataset;
+pub mod trainer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{Tensor, Var};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::TrainConfig;
+use crate::data::LabelSet;
+use crate::metrics::Report;
+use crate::model::weights::{self, HeadInit};
+use crate::model::{self, BertClassifier, BertConfig, ForwardMode, TRAINING_ARGS};
+use crate::tokenize::{Batch, TextEncoder};
+use crate::{atomic, device, source};
+pub use dataset::{Prepared, Split, epoch_batches, prepare_data};
+pub use trainer::Interrupted;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainMetrics {
+    pub train_loss: f64,
+    pub train_runtime: f64,
+    pub train_samples: usize,
+    pub train_samples_per_second: f64,
+    pub train_steps_per_second: f64,
+    /// Real (non-padding) tokens per second.
+    pub train_tokens_per_second: f64,
+    pub padded_tokens: usize,
+    pub real_tokens: usize,
+    pub global_step: usize,
+    pub epoch: f64,
+    pub peak_rss_mb: Option<f64>,
+}
+
+pub struct TrainOutcome {
+    pub output_dir: PathBuf,
+    pub metrics: TrainMetrics,
+    /// Validation metrics of the saved (best) model.
+    pub eval: Option<Report>,
+}
+
+/// Where to resume from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// The newest complete checkpoint in output_dir.
+    Latest,
+    From(PathBuf),
+}
+
+/// Peak resident memory of this process (Linux), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn check_output_dir(config: &TrainConfig) -> Result<()> {
+    let dir = &config.output_dir;
+    if dir.is_file() {
+        bail!("output_dir {} is a file", dir.display());
+    }
+    let non_empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+    if non_empty && !config.overwrite_output_dir {
+        bail!(
+            "output_dir {} is not empty: pass --resume to continue its training, or \
+             --overwrite-output-dir (overwrite_output_dir = true) to replace it",
+            dir.display()
+        );
+    }
+    if non_empty {
+        for old in checkpoint::list(dir) {
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("cannot remove {}", old.display()))?;
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output_dir {}", dir.display()))?;
+    let probe = dir.join(".bertcls-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("cannot write to output_dir {}", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Settings that shape the training trajectory: a resumed run must keep them.
+const TRAJECTORY_KEYS: [&str; 27] = [
+    "model_name_or_path",
+    "train_file",
+    "validation_split_percentage",
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "max_seq_length",
+    "pad_to_max_length",
+    "max_train_samples",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "max_grad_norm",
+    "num_train_epochs",
+    "max_steps",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "warmup_steps",
+    "seed",
+    "group_by_length",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+];
+
+/// Refuses to resume with settings that would change the trajectory.
+fn check_same_trajectory(config: &TrainConfig, checkpoint_dir: &Path) -> Result<()> {
+    let path = checkpoint_dir.join(TRAINING_ARGS);
+    let before: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let now = serde_json::to_value(config)?;
+    let differing: Vec<String> = TRAJECTORY_KEYS
+        .iter()
+        .filter(|k| before[**k] != now[**k])
+        .map(|k| format!("{k} = {} (checkpoint: {})", now[*k], before[*k]))
+        .collect();
+    if !differing.is_empty() {
+        bail!(
+            "cannot resume from {}: the config changed {}; resuming needs the same training settings",
+            checkpoint_dir.display(),
+            differing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Tokenizer files copied next to the model so `AutoTokenizer` knows casing and class.
+const TOKENIZER_SIDE_FILES: [&str; 3] = [
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+];
+
+/// Everything the output folder needs besides the weights, written at the start.
+fn write_model_files(
+    config: &TrainConfig,
+    model_dir: &Path,
+    model_config: &BertConfig,
+    labels: &LabelSet,
+    tokenizer: &TextEncoder,
+) -> Result<()> {
+    let out = &config.output_dir;
+    let mut model_config = model_config.clone();
+    model_config.set_labels(labels);
+    model_config.save(out)?;
+    tokenizer.save(out)?;
+    for name in TOKENIZER_SIDE_FILES {
+        let src = model_dir.join(name);
+        if src.is_file() && src != out.join(name) {
+            atomic::write(out.join(name), &std::fs::read(&src)?)?;
+        }
+    }
+    atomic::write_json(out.join(TRAINING_ARGS), config)
+}
+
+/// The model's config with the training config's dropout overrides.
+fn model_config_for_training(model_dir: &Path, config: &TrainConfig) -> Result<BertConfig> {
+    let mut c = BertConfig::load(model_dir)?;
+    if let Some(p) = config.hidden_dropout_prob {
+        c.hidden_dropout_prob = p;
+    }
+    if let Some(p) = config.attention_probs_dropout_prob {
+        c.attention_probs_dropout_prob = p;
+    }
+    if let Some(p) = config.classifier_dropout {
+        c.classifier_dropout = Some(p);
+    }
+    if config.max_seq_length > c.max_position_embeddings {
+        bail!(
+            "max_seq_length {} exceeds the model's max_position_embeddings {}",
+            config.max_seq_length,
+            c.max_position_embeddings
+        );
+    }
+    Ok(c)
+}
+
+/// The number of optimizer updates in all and per epoch. An epoch ends with an update even
+/// when its last accumulation group is partial.
+pub fn total_updates(config: &TrainConfig, train_rows: usize) -> (usize, usize) {
+    let batches = train_rows.div_ceil(config.per_device_train_batch_size);
+    let per_epoch = batches.div_ceil(config.gradient_accumulation_steps).max(1);
+    let total = config
+        .max_steps()
+        .unwrap_or_else(|| (config.num_train_epochs * per_epoch as f64).ceil() as usize);
+    (total.max(1), per_epoch)
+}
+
+/// The trainable model: variables and the model built on them.
+pub struct Trainable {
+    pub model: BertClassifier,
+    pub vars: Vec<Var>,
+    pub names: Vec<String>,
+}
+
+impl Trainable {
+    pub fn new(
+        model_config: &BertConfig,
+        num_labels: usize,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        let shapes = weights::parameter_shapes(model_config, num_labels);
+        let mut vars = Vec::with_capacity(shapes.len());
+        let mut names = Vec::with_capacity(shapes.len());
+        let mut var_tensors = HashMap::new();
+        for (name, _) in shapes {
+            let tensor = tensors
+                .get(&name)
+                .with_context(|| format!("missing parameter {name}"))?;
+            let var = Var::from_tensor(tensor)?;
+            var_tensors.insert(name.clone(), var.as_tensor().clone());
+            vars.push(var);
+            names.push(name);
+        }
+        let model = BertClassifier::from_tensors(model_config, num_labels, &var_tensors)?;
+        Ok(Self { model, vars, names })
+    }
+
+    /// The loss of one batch and its gradients.
+    pub fn loss_and_grads(
+        &self,
+        batch: &Batch,
+        labels: &Tensor,
+        mode: &mut ForwardMode,
+        scale: f64,
+    ) -> Result<(f64, candle_core::backprop::GradStore)> {
+        let logits = self.model.forward(batch, mode)?.logits;
+        let loss = model::cross_entropy(&logits, labels)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        let grads = (loss * scale)?.backward()?;
+        Ok((value, grads))
+    }
+}
+
+/// Finds and reads the checkpoint to resume from.
+fn open_checkpoint(
+    config: &TrainConfig,
+    resume: &Resume,
+    device: &candle_core::Device,
+) -> Result<Checkpoint> {
+    let dir = match resume {
+        Resume::From(dir) => dir.clone(),
+        Resume::Latest => checkpoint::latest(&config.output_dir).with_context(|| {
+            format!(
+                "nothing to resume: output_dir {} holds no complete checkpoint",
+                config.output_dir.display()
+            )
+        })?,
+    };
+    let checkpoint = checkpoint::load(&dir, device)?;
+    check_same_trajectory(config, &dir)?;
+    Ok(checkpoint)
+}
+
+/// Runs a whole fine-tuning job, or resumes one.
+pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcome> {
+    let device = device::open(config.device_spec())?;
+    eprintln!("device: {}", device::describe(&device));
+    let resumed = match &resume {
+        Some(r) => {
+            let c = open_checkpoint(config, r, &device)?;
+            eprintln!(
+                "resuming from {} (step {})",
+                c.dir.display(),
+                c.state.global_step
+            );
+            Some(c)
+        }
+        None => {
+            check_output_dir(config)?;
+            None
+        }
+    };
+    // A resumed job reads config and tokenizer from its checkpoint: no download needed.
+    let model_dir = match &resumed {
+        Some(c) => c.dir.clone(),
+        None => source::resolve_first(&config.model_name_or_path.to_vec())?,
+    };
+    eprintln!("model: {}", model_dir.display());
+    let model_config = model_config_for_training(&model_dir, config)?;
+    let tokenizer = TextEncoder::load(&model_dir, config.max_seq_length)?;
+
+    let started = Instant::now();
+    let data = prepare_data(config, &tokenizer)?;
+    eprintln!(
+        "data: {} training rows, {} validation rows, labels [{}] (read and tokenized in {:.1} s)",
+        data.train.examples.len(),
+        data.validation.as_ref().map_or(0, |v| v.examples.len()),
+        data.labels.names().join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(c) = &resumed
+        && model_config.labels().is_some_and(|l| l != data.labels)
+    {
+        bail!(
+            "cannot resume from {}: the training file's labels changed",
+            c.dir.display()
+        );
+    }
+    let num_labels = data.labels.len();
+    let head = match &resumed {
+        Some(_) => HeadInit::Require,
+        None => HeadInit::InitMissing(config.seed ^ dataset::stream::HEAD),
+    };
+    let loaded = weights::load(&model_dir, &model_config, num_labels, head, &device)?;
+    if !loaded.initialized.is_empty() {
+        eprintln!("newly initialised: {}", loaded.initialized.join(", "));
+    }
+    if !loaded.ignored.is_empty() {
+        eprintln!(
+            "not used from the checkpoint: {} tensor(s)",
+            loaded.ignored.len()
+        );
+    }
+    let trainable = Trainable::new(&model_config, num_labels, &loaded.tensors)?;
+    drop(loaded);
+    if resumed.is_none() {
+        write_model_files(config, &model_dir, &model_config, &data.labels, &tokenizer)?;
+    }
+
+    let mut run = trainer::Trainer::new(
+        config,
+        &trainable,
+        &data,
+        tokenizer.pad_id(),
+        device,
+        resumed,
+    )?;
+    let metrics = run.run()?;
+    let eval = run.best_report();
+
+    let mut all = serde_json::to_value(&metrics)?;
+    atomic::write_json(config.output_dir.join("train_results.json"), &metrics)?;
+    if let Some(report) = &eval {
+        let eval_json = json!({
+            "eval_accuracy": report.accuracy,
+            "eval_macro_f1": report.macro_f1,
+            "eval_weighted_f1": report.weighted_f1,
+            "eval_loss": report.loss,
+            "eval_samples": report.examples,
+            "report": report,
+        });
+        atomic::write_json(config.output_dir.join("eval_results.json"), &eval_json)?;
+        if let (Some(a), Some(e)) = (all.as_object_mut(), eval_json.as_object()) {
+            for (k, v) in e.iter().filter(|(k, _)| *k != "report") {
+                a.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    atomic::write_json(config.output_dir.join("all_results.json"), &all)?;
+    Ok(TrainOutcome {
+        output_dir: config.output_dir.clone(),
+        metrics,
+        eval,
+    })
+}

@@ -1,0 +1,527 @@
+//! The training loop: batches, forward and backward passes, gradient accumulation, clipping,
+//! AdamW and the learning-rate schedule; evaluation and keeping the best model; logging,
+//! progress, checkpoints, and stopping cleanly on Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use candle_core::{Device, Tensor, Var};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::dataset::{Prepared, epoch_batches, stream};
+use super::{TrainMetrics, Trainable, peak_rss_mb, total_updates};
+use crate::checkpoint::{self, Checkpoint, LogEntry, Progress, TrainerState};
+use crate::config::{BestMetric, IntervalStrategy, TrainConfig};
+use crate::eval::evaluate_encoded;
+use crate::metrics::Report;
+use crate::model::ForwardMode;
+use crate::model::weights;
+use crate::optim::{AdamW, AdamWConfig, Gradients, LrSchedule};
+use crate::predict::Scorer;
+use crate::tokenize::{Batch, Encoded};
+use crate::{interrupt, rng};
+
+/// Training stopped by a signal, after writing a checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted by {} at step {step}: checkpoint saved in {}; resume with `bertcls train --config CONFIG --resume`",
+    interrupt::name(*signal),
+    checkpoint.display()
+)]
+pub struct Interrupted {
+    pub signal: i32,
+    pub step: usize,
+    pub checkpoint: PathBuf,
+}
+
+fn metric_value(report: &Report, metric: BestMetric) -> f64 {
+    match metric {
+        BestMetric::Accuracy => report.accuracy,
+        BestMetric::MacroF1 => report.macro_f1,
+        BestMetric::WeightedF1 => report.weighted_f1,
+        BestMetric::Loss => report.loss.unwrap_or(f64::INFINITY),
+    }
+}
+
+fn is_better(candidate: f64, best: Option<f64>, metric: BestMetric) -> bool {
+    match best {
+        None => true,
+        Some(b) if metric.greater_is_better() => candidate > b,
+        Some(b) => candidate < b,
+    }
+}
+
+/// Prints a line above the progress bar, or plainly when the bar is hidden (output is not a
+/// terminal: a log file or CI).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn eval_summary(report: &Report, improved: bool) -> String {
+    format!(
+        "eval accuracy {:.4}, macro F1 {:.4}, loss {:.4}{}",
+        report.accuracy,
+        report.macro_f1,
+        report.loss.unwrap_or(f64::NAN),
+        if improved {
+            " (best so far: saved)"
+        } else {
+            ""
+        }
+    )
+}
+
+pub struct Trainer<'a> {
+    config: &'a TrainConfig,
+    trainable: &'a Trainable,
+    data: &'a Prepared,
+    pad_id: u32,
+    device: Device,
+    state: TrainerState,
+    optimizer: AdamW,
+    grads: Gradients,
+    schedule: LrSchedule,
+    per_epoch: usize,
+    /// Since when the time not yet counted in `progress.elapsed_seconds` runs.
+    started: Instant,
+    /// When and at which step this process began training, for the ETA.
+    session: (Instant, usize),
+    /// The step of the newest checkpoint written, to avoid writing one twice.
+    checkpointed: Option<usize>,
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer starting afresh, or from `resumed`'s state.
+    pub fn new(
+        config: &'a TrainConfig,
+        trainable: &'a Trainable,
+        data: &'a Prepared,
+        pad_id: u32,
+        device: Device,
+        resumed: Option<Checkpoint>,
+    ) -> Result<Self> {
+        let (total, per_epoch) = total_updates(config, data.train.examples.len());
+        let schedule = LrSchedule::new(
+            config.learning_rate,
+            config.lr_scheduler_type,
+            total,
+            config.warmup_steps,
+            config.warmup_ratio,
+        );
+        let params: Vec<(Var, bool)> = trainable
+            .vars
+            .iter()
+            .zip(&trainable.names)
+            .map(|(v, n)| (v.clone(), weights::decays(n)))
+            .collect();
+        let mut optimizer = AdamW::new(
+            params,
+            AdamWConfig {
+                beta1: config.adam_beta1,
+                beta2: config.adam_beta2,
+                eps: config.adam_epsilon,
+                weight_decay: config.weight_decay,
+            },
+        )?;
+        let state = match resumed {
+            Some(mut c) => {
+                let moments = trainable
+                    .names
+                    .iter()
+                    .map(|n| {
+                        c.moments.remove(n).ok_or_else(|| {
+                            anyhow::anyhow!("{}: no optimizer state for `{n}`", c.dir.display())
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                optimizer.restore(c.optimizer_steps, moments)?;
+                c.state
+            }
+            None => TrainerState {
+                global_step: 0,
+                epoch: 0.0,
+                max_steps: total,
+                num_train_epochs: config.num_train_epochs,
+                train_batch_size: config.per_device_train_batch_size,
+                logging_steps: config.logging_steps,
+                metric_for_best_model: config.metric_for_best_model,
+                best_metric: None,
+                best_global_step: None,
+                best_model_checkpoint: None,
+                best_report: None,
+                log_history: Vec::new(),
+                progress: Progress::default(),
+            },
+        };
+        let checkpointed = Some(state.global_step).filter(|s| *s > 0);
+        let session = (Instant::now(), state.global_step);
+        Ok(Self {
+            config,
+            trainable,
+            data,
+            pad_id,
+            device,
+            state,
+            optimizer,
+            grads: Gradients::new(trainable.vars.len()),
+            schedule,
+            per_epoch,
+            started: Instant::now(),
+            session,
+            checkpointed,
+        })
+    }
+
+    /// The validation report of the best model so far.
+    pub fn best_report(&self) -> Option<Report> {
+        self.state.best_report.clone()
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.state.progress.elapsed_seconds + self.started.elapsed().as_secs_f64()
+    }
+
+    /// One optimizer update over a group of micro-batches (gradient accumulation).
+    fn update(&mut self, group: &[Vec<usize>], lr: f64) -> Result<()> {
+        let train = &self.data.train;
+        let pad_to = self
+            .config
+            .pad_to_max_length
+            .then_some(self.config.max_seq_length);
+        for indices in group {
+            let items: Vec<&Encoded> = indices.iter().map(|&i| &train.encoded[i]).collect();
+            let batch = Batch::collate(&items, self.pad_id, pad_to, &self.device)?;
+            let labels: Vec<u32> = indices
+                .iter()
+                .map(|&i| train.examples[i].label as u32)
+                .collect();
+            let labels = Tensor::new(labels.as_slice(), &self.device)?;
+            let p = &mut self.state.progress;
+            p.micro_batches += 1;
+            let seed = rng::mix64(
+                self.config.seed ^ rng::mix64((stream::DROPOUT << 32) | p.micro_batches),
+            );
+            let (loss, store) = self.trainable.loss_and_grads(
+                &batch,
+                &labels,
+                &mut ForwardMode::train(seed),
+                1.0 / group.len() as f64,
+            )?;
+            if !loss.is_finite() {
+                let last = checkpoint::latest(&self.config.output_dir)
+                    .map_or_else(|| "none yet".to_string(), |p| p.display().to_string());
+                bail!(
+                    "training loss became {loss} at step {}: stopping (try a lower learning_rate); \
+                     last good checkpoint: {last}",
+                    p.step + 1
+                );
+            }
+            self.grads.accumulate(&store, &self.trainable.vars)?;
+            drop(store);
+            p.examples_seen += indices.len();
+            p.real_tokens += batch.real_tokens;
+            p.padded_tokens += batch.input_ids.elem_count();
+            p.loss_sum += loss;
+            p.window_loss += loss;
+            p.window_batches += 1;
+        }
+        self.state.progress.grad_norm = self.grads.clip(self.config.max_grad_norm)?;
+        self.optimizer.step(&self.grads, lr)?;
+        self.grads.clear();
+        self.state.progress.step += 1;
+        self.state.global_step = self.state.progress.step;
+        Ok(())
+    }
+
+    fn evaluate(&self) -> Result<Option<Report>> {
+        let Some(validation) = &self.data.validation else {
+            return Ok(None);
+        };
+        let model = self.trainable.model.detached()?;
+        let scorer = Scorer {
+            model: &model,
+            pad_id: self.pad_id,
+            batch_size: self.config.per_device_eval_batch_size,
+            device: &self.device,
+        };
+        Ok(Some(evaluate_encoded(
+            &scorer,
+            &validation.encoded,
+            &validation.labels(),
+            &self.data.labels,
+            None,
+        )?))
+    }
+
+    /// Evaluates, logs the result, and keeps the model (and a checkpoint) if it is the best
+    /// so far.
+    fn evaluate_and_keep_best(&mut self) -> Result<Option<(Report, bool)>> {
+        let Some(report) = self.evaluate()? else {
+            return Ok(None);
+        };
+        let metric = self.config.metric_for_best_model;
+        let value = metric_value(&report, metric);
+        let improved = is_better(value, self.state.best_metric, metric);
+        let mut values = serde_json::Map::new();
+        values.insert("eval_loss".into(), json!(report.loss));
+        values.insert("eval_accuracy".into(), json!(report.accuracy));
+        values.insert("eval_macro_f1".into(), json!(report.macro_f1));
+        values.insert("eval_weighted_f1".into(), json!(report.weighted_f1));
+        self.log(values);
+        if improved {
+            weights::save(
+                &self.config.output_dir.join(checkpoint::MODEL_FILE),
+                self.trainable.model.parameters(),
+            )?;
+            self.state.best_metric = Some(value);
+            self.state.best_global_step = Some(self.state.global_step);
+            self.state.best_report = Some(report.clone());
+            if self.saves_checkpoints() {
+                self.state.best_model_checkpoint = Some(checkpoint::path(
+                    &self.config.output_dir,
+                    self.state.global_step,
+                ));
+                self.save_checkpoint()?;
+            }
+        }
+        Ok(Some((report, improved)))
+    }
+
+    fn log(&mut self, values: serde_json::Map<String, serde_json::Value>) {
+        self.state.log_history.push(LogEntry {
+            step: self.state.global_step,
+            epoch: self.state.epoch,
+            values,
+        });
+    }
+
+    fn saves_checkpoints(&self) -> bool {
+        self.config.save_strategy != IntervalStrategy::No
+    }
+
+    /// Writes `checkpoint-STEP` (again, if it exists: the state may have changed) and drops
+    /// checkpoints beyond `save_total_limit`, keeping the best.
+    fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        self.state.progress.elapsed_seconds += self.started.elapsed().as_secs_f64();
+        self.started = Instant::now();
+        let moments: Vec<(String, Tensor, Tensor)> = self
+            .trainable
+            .names
+            .iter()
+            .cloned()
+            .zip(self.optimizer.moments()?)
+            .map(|(n, (m, v))| (n, m, v))
+            .collect();
+        let dir = checkpoint::save(
+            &self.config.output_dir,
+            self.trainable.model.parameters(),
+            &moments,
+            self.optimizer.steps_taken(),
+            &self.state,
+        )?;
+        checkpoint::rotate(
+            &self.config.output_dir,
+            self.config.save_total_limit,
+            self.state.best_model_checkpoint.as_deref(),
+        )?;
+        self.checkpointed = Some(self.state.global_step);
+        self.write_state()?;
+        Ok(dir)
+    }
+
+    fn write_state(&self) -> Result<()> {
+        crate::atomic::write_json(
+            self.config.output_dir.join(checkpoint::STATE_FILE),
+            &self.state,
+        )
+    }
+
+    /// After a signal: a checkpoint of the current state, then the error that says so.
+    fn stop_if_interrupted(&mut self) -> Result<()> {
+        let Some(signal) = interrupt::requested() else {
+            return Ok(());
+        };
+        let dir = if self.checkpointed == Some(self.state.global_step) {
+            checkpoint::latest(&self.config.output_dir).unwrap_or_default()
+        } else {
+            self.save_checkpoint()?
+        };
+        Err(Interrupted {
+            signal,
+            step: self.state.global_step,
+            checkpoint: dir,
+        }
+        .into())
+    }
+
+    pub fn run(&mut self) -> Result<TrainMetrics> {
+        let config = self.config;
+        let total = self.state.max_steps;
+        let epochs = total.div_ceil(self.per_epoch);
+        let lengths: Vec<usize> = self
+            .data
+            .train
+            .encoded
+            .iter()
+            .map(|e| e.ids.len())
+            .collect();
+        eprintln!(
+            "training: {} examples, {epochs} epoch(s), {total} optimizer steps of {} x {} examples, warmup {} steps",
+            lengths.len(),
+            config.per_device_train_batch_size,
+            config.gradient_accumulation_steps,
+            self.schedule.warmup_steps
+        );
+        let bar = ProgressBar::new(total as u64).with_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_position(self.state.global_step as u64);
+        bar.reset_eta();
+        let result = self.run_epochs(&bar, &lengths, epochs, total);
+        if result.is_err() {
+            bar.abandon();
+        }
+        result?;
+        bar.finish_and_clear();
+        if self.state.best_report.is_none() {
+            weights::save(
+                &config.output_dir.join(checkpoint::MODEL_FILE),
+                self.trainable.model.parameters(),
+            )?;
+        }
+        self.write_state()?;
+        let p = &self.state.progress;
+        let runtime = self.elapsed().max(1e-9);
+        Ok(TrainMetrics {
+            train_loss: p.loss_sum / (p.micro_batches.max(1) as f64),
+            train_runtime: runtime,
+            train_samples: lengths.len(),
+            train_samples_per_second: p.examples_seen as f64 / runtime,
+            train_steps_per_second: p.step as f64 / runtime,
+            train_tokens_per_second: p.real_tokens as f64 / runtime,
+            padded_tokens: p.padded_tokens,
+            real_tokens: p.real_tokens,
+            global_step: p.step,
+            epoch: self.state.epoch,
+            peak_rss_mb: peak_rss_mb(),
+        })
+    }
+
+    fn run_epochs(
+        &mut self,
+        bar: &ProgressBar,
+        lengths: &[usize],
+        epochs: usize,
+        total: usize,
+    ) -> Result<()> {
+        let config = self.config;
+        let accumulation = config.gradient_accumulation_steps;
+        while self.state.progress.epoch < epochs && self.state.global_step < total {
+            let epoch = self.state.progress.epoch;
+            let batches = epoch_batches(
+                lengths,
+                config.per_device_train_batch_size,
+                config.seed,
+                epoch,
+                config.group_by_length,
+            );
+            let groups: Vec<&[Vec<usize>]> = batches.chunks(accumulation).collect();
+            let (seen0, loss0, micro0) = {
+                let p = &self.state.progress;
+                (p.examples_seen, p.loss_sum, p.micro_batches)
+            };
+            let epoch_started = Instant::now();
+            while self.state.progress.updates_in_epoch < groups.len()
+                && self.state.global_step < total
+            {
+                let g = self.state.progress.updates_in_epoch;
+                let lr = self.schedule.lr(self.state.global_step);
+                self.update(groups[g], lr)?;
+                self.state.progress.updates_in_epoch += 1;
+                self.state.epoch = epoch as f64 + (g + 1) as f64 / groups.len() as f64;
+                let step = self.state.global_step;
+                bar.set_position(step as u64);
+                let p = &self.state.progress;
+                let status = format!(
+                    "epoch {:.2} loss {:.4} lr {lr:.2e} {:.1} ex/s",
+                    self.state.epoch,
+                    p.window_loss / p.window_batches.max(1) as f64,
+                    p.examples_seen as f64 / self.elapsed().max(1e-9)
+                );
+                if step.is_multiple_of(config.logging_steps) {
+                    if bar.is_hidden() {
+                        let (since, first) = self.session;
+                        let per_step = since.elapsed().as_secs_f64() / (step - first).max(1) as f64;
+                        eprintln!(
+                            "step {step}/{total}: {status}, eta {:.0} s",
+                            per_step * (total - step) as f64
+                        );
+                    }
+                    let mut values = serde_json::Map::new();
+                    values.insert(
+                        "loss".into(),
+                        json!(p.window_loss / p.window_batches.max(1) as f64),
+                    );
+                    values.insert("learning_rate".into(), json!(lr));
+                    values.insert("grad_norm".into(), json!(p.grad_norm));
+                    self.log(values);
+                    self.state.progress.window_loss = 0.0;
+                    self.state.progress.window_batches = 0;
+                }
+                bar.set_message(status);
+                let last_of_epoch =
+                    self.state.progress.updates_in_epoch == groups.len() || step >= total;
+                if config.eval_strategy() == IntervalStrategy::Steps
+                    && config.eval_steps.is_some_and(|k| step.is_multiple_of(k))
+                    && let Some((report, improved)) = self.evaluate_and_keep_best()?
+                {
+                    say(
+                        bar,
+                        format!("step {step}: {}", eval_summary(&report, improved)),
+                    );
+                }
+                if config.save_strategy == IntervalStrategy::Steps
+                    && step.is_multiple_of(config.save_steps)
+                    && !last_of_epoch
+                    && self.checkpointed != Some(step)
+                {
+                    self.save_checkpoint()?;
+                }
+                self.stop_if_interrupted()?;
+            }
+            // End of the epoch (or of training, with max_steps).
+            let p = &self.state.progress;
+            let loss = (p.loss_sum - loss0) / (p.micro_batches - micro0).max(1) as f64;
+            let rate =
+                (p.examples_seen - seen0) as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9);
+            let mut line = format!(
+                "epoch {}/{epochs}: train loss {loss:.4}, {rate:.1} examples/s",
+                epoch + 1
+            );
+            self.state.progress.epoch += 1;
+            self.state.progress.updates_in_epoch = 0;
+            if config.eval_strategy() == IntervalStrategy::Epoch
+                && let Some((report, improved)) = self.evaluate_and_keep_best()?
+            {
+                line.push_str(&format!(", {}", eval_summary(&report, improved)));
+            }
+            say(bar, line);
+            if self.saves_checkpoints() && self.checkpointed != Some(self.state.global_step) {
+                self.save_checkpoint()?;
+            } else {
+                self.write_state()?;
+            }
+            self.stop_if_interrupted()?;
+        }
+        Ok(())
+    }
+}
