@@ -10,7 +10,7 @@ use crate::data::{Columns, Format};
 use crate::device::{self, DeviceSpec};
 use crate::eval::{EvalOptions, evaluate_file};
 use crate::model::FineTuned;
-use crate::predict::{PredictOptions, predict_file, predict_texts};
+use crate::predict::{OnError, PredictOptions, predict_file, predict_texts};
 use crate::source;
 use crate::tokenize::{LengthStats, TextEncoder};
 use crate::train::Resume;
@@ -167,6 +167,9 @@ pub struct PredictArgs {
     /// Print JSON (with --text).
     #[arg(long)]
     pub json: bool,
+    /// A row that cannot be scored: fail (naming its line), or keep it with an empty prediction.
+    #[arg(long, value_enum, default_value_t = OnError::Fail)]
+    pub on_error: OnError,
 }
 
 fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
@@ -413,14 +416,21 @@ fn predict(args: PredictArgs) -> Result<()> {
         batch_size: args.model.batch_size,
         all_probabilities: args.all_probs,
         chunk_rows: 4096,
+        on_error: args.on_error,
     };
     let summary = predict_file(&model, &opts, &device)?;
     eprintln!(
         "predicted {} rows in {:.1} s ({:.1} examples/s) -> {}",
-        summary.rows,
+        summary.rows - summary.skipped,
         summary.seconds,
         summary.examples_per_second,
         opts.output.display()
     );
+    if let Some(first) = &summary.first_skipped {
+        eprintln!(
+            "skipped {} bad row(s), kept with an empty prediction; the first: {first}",
+            summary.skipped
+        );
+    }
     Ok(())
 }

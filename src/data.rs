@@ -4,10 +4,12 @@
 //! training and evaluation collect them with [`read_examples`]. Every error names the file
 //! and the line, and a column where one is at fault.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
@@ -92,6 +94,8 @@ impl DataError {
 pub enum RawRecord {
     Fields(Vec<String>),
     Object(Map<String, Value>),
+    /// A JSON Lines line that is not a JSON object (invalid JSON, invalid UTF-8).
+    Line(String),
 }
 
 /// The fields bertcls uses from one row.
@@ -104,14 +108,44 @@ pub struct Row {
     pub label: Option<String>,
 }
 
+/// One row as read: its raw fields and either what bertcls uses of them or why they cannot
+/// be used (a row-level error, which a caller may report and step over).
+#[derive(Debug)]
+pub struct Record {
+    pub line: u64,
+    pub raw: RawRecord,
+    pub row: Result<Row, DataError>,
+}
+
+/// Counts the `"` bytes passing through, to notice a quoted field that never closes.
+struct QuoteCounter {
+    inner: Box<dyn Read>,
+    quotes: Rc<Cell<u64>>,
+}
+
+impl Read for QuoteCounter {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let found = buf[..n].iter().filter(|&&b| b == b'"').count() as u64;
+        self.quotes.set(self.quotes.get() + found);
+        Ok(n)
+    }
+}
+
+struct Delimited {
+    reader: csv::Reader<QuoteCounter>,
+    quoting: bool,
+    quotes: Rc<Cell<u64>>,
+    text: usize,
+    text_pair: Option<usize>,
+    label: Option<usize>,
+    record: csv::ByteRecord,
+    /// The line of the latest record and whether one of its fields spans lines.
+    last: (u64, bool),
+}
+
 enum Inner {
-    Delimited {
-        reader: csv::Reader<Box<dyn Read>>,
-        text: usize,
-        text_pair: Option<usize>,
-        label: Option<usize>,
-        record: csv::StringRecord,
-    },
+    Delimited(Box<Delimited>),
     Jsonl {
         lines: std::io::Split<BufReader<Box<dyn Read>>>,
         line: u64,
@@ -124,7 +158,6 @@ pub struct RowReader {
     columns: Columns,
     headers: Vec<String>,
     inner: Inner,
-    rows: u64,
 }
 
 fn open_input(path: &Path) -> Result<Box<dyn Read>, DataError> {
@@ -170,19 +203,42 @@ fn missing_column(file: &Path, role: &str, column: &str, available: &[String]) -
 impl RowReader {
     /// Opens `path` (or `-` for standard input) in `format`, checking that the columns exist.
     pub fn open(path: &Path, format: Format, columns: &Columns) -> Result<Self, DataError> {
-        let input = open_input(path)?;
-        let file = path.to_path_buf();
+        Self::from_reader(path, open_input(path)?, format, columns)
+    }
+
+    /// Reads rows from `input`; `name` stands for it in errors.
+    pub fn from_reader(
+        name: &Path,
+        input: Box<dyn Read>,
+        format: Format,
+        columns: &Columns,
+    ) -> Result<Self, DataError> {
+        let file = name.to_path_buf();
+        let mut headers = Vec::new();
         let inner = match format {
             Format::Csv | Format::Tsv => {
+                let quotes = Rc::new(Cell::new(0));
+                let counter = QuoteCounter {
+                    inner: input,
+                    quotes: quotes.clone(),
+                };
                 let mut reader = csv::ReaderBuilder::new()
                     .delimiter(format.delimiter())
                     .quoting(format == Format::Csv)
-                    .flexible(false)
-                    .from_reader(input);
-                let headers: Vec<String> = match reader.headers() {
-                    Ok(h) => h.iter().map(|s| s.trim().to_string()).collect(),
-                    Err(e) => return Err(csv_error(&file, e)),
-                };
+                    .flexible(true)
+                    .from_reader(counter);
+                let header = reader
+                    .byte_headers()
+                    .map_err(|e| csv_error(&file, e))?
+                    .clone();
+                for (i, h) in header.iter().enumerate() {
+                    let h = std::str::from_utf8(h).map_err(|_| DataError::Row {
+                        file: file.clone(),
+                        line: 1,
+                        message: format!("invalid UTF-8 in the name of column {}", i + 1),
+                    })?;
+                    headers.push(h.trim().to_string());
+                }
                 if headers.iter().all(|h| h.is_empty()) {
                     return Err(DataError::File {
                         file,
@@ -196,27 +252,26 @@ impl RowReader {
                         .ok_or_else(|| missing_column(&file, role, name, &headers))
                 };
                 let text = find("text", &columns.text)?;
-                let text_pair = match &columns.text_pair {
-                    Some(c) => Some(find("text pair", c)?),
-                    None => None,
-                };
-                let label = match &columns.label {
-                    Some(c) => Some(find("label", c)?),
-                    None => None,
-                };
-                return Ok(Self {
-                    file,
-                    columns: columns.clone(),
-                    headers,
-                    inner: Inner::Delimited {
-                        reader,
-                        text,
-                        text_pair,
-                        label,
-                        record: csv::StringRecord::new(),
-                    },
-                    rows: 0,
-                });
+                let text_pair = columns
+                    .text_pair
+                    .as_deref()
+                    .map(|c| find("text pair", c))
+                    .transpose()?;
+                let label = columns
+                    .label
+                    .as_deref()
+                    .map(|c| find("label", c))
+                    .transpose()?;
+                Inner::Delimited(Box::new(Delimited {
+                    reader,
+                    quoting: format == Format::Csv,
+                    quotes,
+                    text,
+                    text_pair,
+                    label,
+                    record: csv::ByteRecord::new(),
+                    last: (0, false),
+                }))
             }
             Format::Jsonl => Inner::Jsonl {
                 lines: BufReader::with_capacity(1 << 16, input).split(b'\n'),
@@ -226,9 +281,8 @@ impl RowReader {
         Ok(Self {
             file,
             columns: columns.clone(),
-            headers: Vec::new(),
+            headers,
             inner,
-            rows: 0,
         })
     }
 
@@ -241,44 +295,81 @@ impl RowReader {
         &self.file
     }
 
-    /// The next row, `None` at the end of the file. A row-level error leaves the reader
-    /// positioned after that row, so a caller may report it and carry on.
-    pub fn next_row(&mut self) -> Result<Option<(Row, RawRecord)>, DataError> {
-        let result = match &mut self.inner {
-            Inner::Delimited {
-                reader,
-                text,
-                text_pair,
-                label,
-                record,
-            } => {
-                let line = reader.position().line() + 1;
-                match reader.read_record(record) {
-                    Ok(false) => Ok(None),
-                    Ok(true) => {
-                        let line = record.position().map_or(line, |p| p.line());
-                        let field = |i: usize| record.get(i).unwrap_or("").to_string();
-                        let row = Row {
+    /// The next record, `None` at the end of the file. An error here ends the reading (I/O,
+    /// or a quote that never closes); an error about the row alone is in [`Record::row`].
+    pub fn next_record(&mut self) -> Result<Option<Record>, DataError> {
+        let file = &self.file;
+        let columns = &self.columns;
+        let row_error = |line: u64, message: String| DataError::Row {
+            file: file.clone(),
+            line,
+            message,
+        };
+        match &mut self.inner {
+            Inner::Delimited(d) => {
+                if !d
+                    .reader
+                    .read_byte_record(&mut d.record)
+                    .map_err(|e| csv_error(file, e))?
+                {
+                    let (line, multiline) = d.last;
+                    if d.quoting && multiline && d.quotes.get() % 2 == 1 {
+                        return Err(row_error(
                             line,
-                            text: field(*text),
-                            text_pair: text_pair.map(field),
-                            label: label.map(field),
-                        };
-                        Ok(Some((
-                            row,
-                            RawRecord::Fields(record.iter().map(str::to_string).collect()),
-                        )))
+                            "unbalanced quote: a quoted field that starts here runs to the end of the file".into(),
+                        ));
                     }
-                    Err(e) => Err(csv_error_with_headers(&self.file, e, &self.headers)),
+                    return Ok(None);
                 }
+                let line = d.record.position().map_or(0, |p| p.line());
+                let raw: Vec<String> = d
+                    .record
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(f).into_owned())
+                    .collect();
+                d.last = (line, raw.iter().any(|f| f.contains('\n')));
+                let bad_utf8 = d
+                    .record
+                    .iter()
+                    .position(|f| std::str::from_utf8(f).is_err());
+                let row = if let Some(i) = bad_utf8 {
+                    let column = self
+                        .headers
+                        .get(i)
+                        .map_or_else(|| format!("field {}", i + 1), |h| format!("column `{h}`"));
+                    Err(row_error(line, format!("invalid UTF-8 in {column}")))
+                } else if raw.len() != self.headers.len() {
+                    Err(row_error(
+                        line,
+                        format!(
+                            "expected {} fields like the header, found {} (a stray delimiter or an unbalanced quote?)",
+                            self.headers.len(),
+                            raw.len()
+                        ),
+                    ))
+                } else {
+                    let field = |i: usize| raw[i].clone();
+                    let row = Row {
+                        line,
+                        text: field(d.text),
+                        text_pair: d.text_pair.map(field),
+                        label: d.label.map(field),
+                    };
+                    check_row(file, &row, columns).map(|()| row)
+                };
+                Ok(Some(Record {
+                    line,
+                    raw: RawRecord::Fields(raw),
+                    row,
+                }))
             }
             Inner::Jsonl { lines, line } => loop {
                 let Some(bytes) = lines.next() else {
-                    break Ok(None);
+                    return Ok(None);
                 };
                 *line += 1;
                 let bytes = bytes.map_err(|source| DataError::Io {
-                    file: self.file.clone(),
+                    file: file.clone(),
                     source,
                 })?;
                 let bytes = if *line == 1 {
@@ -289,20 +380,9 @@ impl RowReader {
                 if bytes.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                break parse_json_row(&self.file, *line, bytes, &self.columns).map(Some);
+                return Ok(Some(parse_json_record(file, *line, bytes, columns)));
             },
-        };
-        let result = result.and_then(|row| match row {
-            Some((row, raw)) => {
-                check_row(&self.file, &row, &self.columns)?;
-                Ok(Some((row, raw)))
-            }
-            None => Ok(None),
-        });
-        if let Ok(Some(_)) = result {
-            self.rows += 1;
         }
-        result
     }
 }
 
@@ -335,27 +415,31 @@ fn check_row(file: &Path, row: &Row, columns: &Columns) -> Result<(), DataError>
     Ok(())
 }
 
-fn parse_json_row(
-    file: &Path,
-    line: u64,
-    bytes: &[u8],
-    columns: &Columns,
-) -> Result<(Row, RawRecord), DataError> {
+fn parse_json_record(file: &Path, line: u64, bytes: &[u8], columns: &Columns) -> Record {
     let row_error = |message: String| DataError::Row {
         file: file.to_path_buf(),
         line,
         message,
     };
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        row_error(format!(
-            "invalid UTF-8 at byte {} of the line",
-            e.valid_up_to() + 1
-        ))
-    })?;
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| row_error(format!("column {}: invalid JSON: {e}", e.column())))?;
-    let Value::Object(object) = value else {
-        return Err(row_error("expected a JSON object per line".into()));
+    let lossy = || RawRecord::Line(String::from_utf8_lossy(bytes).into_owned());
+    let failed = |raw: RawRecord, message: String| Record {
+        line,
+        raw,
+        row: Err(row_error(message)),
+    };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            return failed(
+                lossy(),
+                format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+            );
+        }
+    };
+    let object = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return failed(lossy(), "expected a JSON object per line".into()),
+        Err(e) => return failed(lossy(), format!("column {}: invalid JSON: {e}", e.column())),
     };
     let get = |role: &str, key: &str| -> Result<String, DataError> {
         match object.get(key) {
@@ -385,51 +469,40 @@ fn parse_json_row(
             }
         }
     };
-    let row = Row {
+    let row = (|| {
+        let row = Row {
+            line,
+            text: get("text", &columns.text)?,
+            text_pair: columns
+                .text_pair
+                .as_deref()
+                .map(|c| get("text pair", c))
+                .transpose()?,
+            label: columns
+                .label
+                .as_deref()
+                .map(|c| get("label", c))
+                .transpose()?,
+        };
+        check_row(file, &row, columns)?;
+        Ok(row)
+    })();
+    Record {
         line,
-        text: get("text", &columns.text)?,
-        text_pair: columns
-            .text_pair
-            .as_deref()
-            .map(|c| get("text pair", c))
-            .transpose()?,
-        label: columns
-            .label
-            .as_deref()
-            .map(|c| get("label", c))
-            .transpose()?,
-    };
-    Ok((row, RawRecord::Object(object)))
+        raw: RawRecord::Object(object),
+        row,
+    }
 }
 
 fn csv_error(file: &Path, e: csv::Error) -> DataError {
-    csv_error_with_headers(file, e, &[])
-}
-
-fn csv_error_with_headers(file: &Path, e: csv::Error, headers: &[String]) -> DataError {
     let line = e.position().map_or(0, |p| p.line());
-    let message = match e.kind() {
-        csv::ErrorKind::Io(io) => {
-            return DataError::Io {
-                file: file.to_path_buf(),
-                source: std::io::Error::new(io.kind(), io.to_string()),
-            };
-        }
-        csv::ErrorKind::Utf8 { err, .. } => {
-            let column = headers.get(err.field()).map_or_else(
-                || format!("field {}", err.field() + 1),
-                |h| format!("column `{h}`"),
-            );
-            format!("invalid UTF-8 in {column}")
-        }
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => format!(
-            "expected {expected_len} fields like the header, found {len} \
-             (a stray delimiter or an unbalanced quote?)"
-        ),
-        _ => e.to_string(),
-    };
+    if let csv::ErrorKind::Io(io) = e.kind() {
+        return DataError::Io {
+            file: file.to_path_buf(),
+            source: std::io::Error::new(io.kind(), io.to_string()),
+        };
+    }
+    let message = e.to_string();
     if line == 0 {
         DataError::File {
             file: file.to_path_buf(),
@@ -454,8 +527,8 @@ pub fn read_rows(
     let mut reader = RowReader::open(path, format, columns)?;
     let mut rows = Vec::new();
     while limit.is_none_or(|n| rows.len() < n) {
-        match reader.next_row()? {
-            Some((row, _)) => rows.push(row),
+        match reader.next_record()? {
+            Some(record) => rows.push(record.row?),
             None => break,
         }
     }

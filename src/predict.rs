@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::atomic::AtomicFile;
 use crate::data::{Columns, Format, RawRecord, RowReader};
@@ -127,6 +127,17 @@ pub struct PredictOptions {
     pub all_probabilities: bool,
     /// Rows read, scored and written at a time: bounds memory whatever the file size.
     pub chunk_rows: usize,
+    pub on_error: OnError,
+}
+
+/// What to do with a row that cannot be scored (bad UTF-8, wrong field count, empty text...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OnError {
+    /// Stop with an error naming the row's line (the output file is not written).
+    #[default]
+    Fail,
+    /// Keep the row with an empty prediction, count it, and go on.
+    SkipRow,
 }
 
 /// Column names added to the output.
@@ -135,7 +146,11 @@ pub const PROBABILITY_COLUMN: &str = "probability";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PredictSummary {
+    /// Rows written, skipped ones included.
     pub rows: usize,
+    /// Rows kept with an empty prediction under `--on-error skip-row`, and the first error.
+    pub skipped: usize,
+    pub first_skipped: Option<String>,
     pub seconds: f64,
     pub examples_per_second: f64,
 }
@@ -184,14 +199,96 @@ enum Sink {
     Jsonl(Output),
 }
 
-impl Sink {
+/// Writes each input row back with the prediction columns added.
+struct RowWriter {
+    sink: Sink,
+    headers: Vec<String>,
+    labels: Vec<String>,
+    all_probabilities: bool,
+}
+
+impl RowWriter {
+    /// The columns (or JSON fields) predict adds.
+    fn added(&self) -> Vec<String> {
+        let mut added = vec![LABEL_COLUMN.to_string(), PROBABILITY_COLUMN.to_string()];
+        if self.all_probabilities {
+            added.extend(self.labels.iter().map(|l| format!("prob_{l}")));
+        }
+        added
+    }
+
+    /// Writes one row; `probs` is `None` for a row skipped for `error`.
+    fn write(&mut self, raw: RawRecord, probs: Option<&[f32]>, error: Option<&str>) -> Result<()> {
+        let best = probs.map(argmax);
+        let added = self.added();
+        match (&mut self.sink, raw) {
+            (Sink::Delimited(w), RawRecord::Fields(mut fields)) => {
+                if fields.len() < self.headers.len() {
+                    fields.resize(self.headers.len(), String::new());
+                }
+                match (probs, best) {
+                    (Some(p), Some(b)) => {
+                        fields.push(self.labels[b].clone());
+                        fields.push(format!("{:.6}", p[b]));
+                        if self.all_probabilities {
+                            fields.extend(p.iter().map(|v| format!("{v:.6}")));
+                        }
+                    }
+                    _ => fields.resize(fields.len() + added.len(), String::new()),
+                }
+                w.write_record(&fields)?;
+            }
+            (Sink::Jsonl(_), RawRecord::Fields(fields)) => {
+                let object = self
+                    .headers
+                    .iter()
+                    .cloned()
+                    .zip(fields.into_iter().map(Value::String))
+                    .collect();
+                return self.write(RawRecord::Object(object), probs, error);
+            }
+            (Sink::Jsonl(_), RawRecord::Line(line)) => {
+                let mut object = Map::new();
+                object.insert("raw_line".into(), Value::String(line));
+                return self.write(RawRecord::Object(object), probs, error);
+            }
+            (Sink::Jsonl(w), RawRecord::Object(mut object)) => {
+                match (probs, best) {
+                    (Some(p), Some(b)) => {
+                        object.insert(added[0].clone(), Value::String(self.labels[b].clone()));
+                        object.insert(added[1].clone(), Value::from(p[b] as f64));
+                        for (name, v) in added[2..].iter().zip(p) {
+                            object.insert(name.clone(), Value::from(*v as f64));
+                        }
+                    }
+                    _ => {
+                        for name in added {
+                            object.insert(name, Value::Null);
+                        }
+                        if let Some(e) = error {
+                            object.insert("error".into(), Value::String(e.to_string()));
+                        }
+                    }
+                }
+                serde_json::to_writer(&mut *w, &object)?;
+                w.write_all(b"\n")?;
+            }
+            (Sink::Delimited(_), _) => {
+                bail!(
+                    "JSON Lines input can only be written as JSON Lines (name the output .jsonl)"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn finish(self) -> Result<()> {
-        match self {
-            Self::Delimited(w) => w
+        match self.sink {
+            Sink::Delimited(w) => w
                 .into_inner()
                 .map_err(|e| anyhow::anyhow!("cannot write output: {}", e.error()))?
                 .finish(),
-            Self::Jsonl(o) => o.finish(),
+            Sink::Jsonl(o) => o.finish(),
         }
     }
 }
@@ -224,42 +321,40 @@ pub fn predict_file(
         label: None,
     };
     let mut reader = RowReader::open(&opts.input, input_format, &columns)?;
-    let labels = model.labels.names();
-    let mut added = vec![LABEL_COLUMN.to_string(), PROBABILITY_COLUMN.to_string()];
-    if opts.all_probabilities {
-        added.extend(labels.iter().map(|l| format!("prob_{l}")));
-    }
-    if let Some(clash) = reader.headers().iter().find(|h| added.contains(h)) {
-        bail!(
-            "{}: input already has a column `{clash}`, which predict would add",
-            opts.input.display()
-        );
-    }
     if input_format == Format::Jsonl && output_format != Format::Jsonl {
         bail!("JSON Lines input can only be written as JSON Lines (name the output .jsonl)");
     }
     let output = Output::open(&opts.output)?;
-    let mut sink = match output_format {
+    let sink = match output_format {
         Format::Jsonl => Sink::Jsonl(output),
-        f => {
-            let mut w = csv::WriterBuilder::new()
+        f => Sink::Delimited(Box::new(
+            csv::WriterBuilder::new()
                 .delimiter(if f == Format::Tsv { b'\t' } else { b',' })
                 .quote_style(if f == Format::Tsv {
                     csv::QuoteStyle::Never
                 } else {
                     csv::QuoteStyle::Necessary
                 })
-                .from_writer(output);
-            let header: Vec<&str> = reader
-                .headers()
-                .iter()
-                .map(String::as_str)
-                .chain(added.iter().map(String::as_str))
-                .collect();
-            w.write_record(&header)?;
-            Sink::Delimited(Box::new(w))
-        }
+                .flexible(true)
+                .from_writer(output),
+        )),
     };
+    let mut writer = RowWriter {
+        sink,
+        headers: reader.headers().to_vec(),
+        labels: model.labels.names().to_vec(),
+        all_probabilities: opts.all_probabilities,
+    };
+    let added = writer.added();
+    if let Some(clash) = writer.headers.iter().find(|h| added.contains(h)) {
+        bail!(
+            "{}: input already has a column `{clash}`, which predict would add",
+            opts.input.display()
+        );
+    }
+    if let Sink::Delimited(w) = &mut writer.sink {
+        w.write_record(writer.headers.iter().chain(&added))?;
+    }
 
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {pos} rows scored [{elapsed}] {per_sec}")
@@ -267,103 +362,57 @@ pub fn predict_file(
     );
     let scorer = Scorer::for_model(model, opts.batch_size, device);
     let start = Instant::now();
-    let mut rows = 0usize;
+    let (mut rows, mut skipped, mut first_skipped) = (0usize, 0usize, None);
     let chunk_rows = opts.chunk_rows.max(1);
     loop {
         let mut chunk = Vec::with_capacity(chunk_rows);
         while chunk.len() < chunk_rows {
-            match reader.next_row()? {
-                Some(row) => chunk.push(row),
+            match reader.next_record()? {
+                Some(record) => chunk.push(record),
                 None => break,
             }
         }
         if chunk.is_empty() {
             break;
         }
-        let inputs: Vec<(&str, Option<&str>)> = chunk
-            .iter()
-            .map(|(r, _)| (r.text.as_str(), r.text_pair.as_deref()))
-            .collect();
+        let mut inputs = Vec::with_capacity(chunk.len());
+        for record in &chunk {
+            match &record.row {
+                Ok(row) => inputs.push((row.text.as_str(), row.text_pair.as_deref())),
+                Err(e) if opts.on_error == OnError::SkipRow => {
+                    skipped += 1;
+                    first_skipped.get_or_insert_with(|| e.to_string());
+                }
+                Err(e) => bail!("{e} (pass --on-error skip-row to keep going)"),
+            }
+        }
         let encoded = model
             .tokenizer
             .encode(&inputs)
             .with_context(|| format!("{}: cannot tokenize", opts.input.display()))?;
-        let probs = scorer.probabilities(&encoded, Some(&bar))?;
-        for ((_, raw), p) in chunk.into_iter().zip(probs) {
-            let best = argmax(&p);
-            let mut extra = vec![labels[best].clone(), format!("{:.6}", p[best])];
-            if opts.all_probabilities {
-                extra.extend(p.iter().map(|v| format!("{v:.6}")));
+        let mut probs = scorer.probabilities(&encoded, Some(&bar))?.into_iter();
+        for record in chunk {
+            match record.row {
+                Ok(_) => {
+                    let p = probs.next().context("a prediction per scored row")?;
+                    writer.write(record.raw, Some(&p), None)?;
+                }
+                Err(e) => writer.write(record.raw, None, Some(&e.to_string()))?,
             }
-            write_row(
-                &mut sink,
-                raw,
-                reader.headers(),
-                &added,
-                extra,
-                &p,
-                opts.all_probabilities,
-            )?;
+            rows += 1;
         }
-        rows += encoded.len();
     }
     bar.finish_and_clear();
     if rows == 0 {
         bail!("{}: has no data rows", opts.input.display());
     }
-    sink.finish()?;
+    writer.finish()?;
     let seconds = start.elapsed().as_secs_f64();
     Ok(PredictSummary {
         rows,
+        skipped,
+        first_skipped,
         seconds,
-        examples_per_second: rows as f64 / seconds.max(1e-9),
+        examples_per_second: (rows - skipped) as f64 / seconds.max(1e-9),
     })
-}
-
-fn write_row(
-    sink: &mut Sink,
-    raw: RawRecord,
-    headers: &[String],
-    added: &[String],
-    extra: Vec<String>,
-    probs: &[f32],
-    all: bool,
-) -> Result<()> {
-    match (sink, raw) {
-        (Sink::Delimited(w), RawRecord::Fields(mut fields)) => {
-            fields.extend(extra);
-            w.write_record(&fields)?;
-        }
-        (Sink::Jsonl(w), RawRecord::Object(mut object)) => {
-            object.insert(added[0].clone(), Value::String(extra[0].clone()));
-            object.insert(added[1].clone(), Value::from(probs[argmax(probs)] as f64));
-            if all {
-                for (name, p) in added[2..].iter().zip(probs) {
-                    object.insert(name.clone(), Value::from(*p as f64));
-                }
-            }
-            serde_json::to_writer(&mut *w, &object)?;
-            w.write_all(b"\n")?;
-        }
-        (sink @ Sink::Jsonl(_), RawRecord::Fields(fields)) => {
-            let object = headers
-                .iter()
-                .cloned()
-                .zip(fields.into_iter().map(Value::String))
-                .collect();
-            return write_row(
-                sink,
-                RawRecord::Object(object),
-                headers,
-                added,
-                extra,
-                probs,
-                all,
-            );
-        }
-        (Sink::Delimited(_), RawRecord::Object(_)) => {
-            bail!("JSON Lines input can only be written as JSON Lines (name the output .jsonl)");
-        }
-    }
-    Ok(())
 }

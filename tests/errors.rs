@@ -404,3 +404,114 @@ fn a_ten_megabyte_line_is_truncated_not_an_error() {
     let rows = csv::Reader::from_path(&output).unwrap().records().count();
     assert_eq!(rows, 2);
 }
+
+#[test]
+fn an_unbalanced_quote_names_its_line() {
+    let fx = Fixture::new("err-quote");
+    let (path, out) = train_on(
+        &fx,
+        "quote.csv",
+        b"label,text\npos,good\nneg,\"bad\npos,great\nneg,awful\n",
+    );
+    fails_with(
+        out,
+        &[&format!("{}:3:", path.display()), "unbalanced quote"],
+    );
+    // A stray quote inside an unquoted field is read literally, as Python's csv module does.
+    let (_, out) = train_on(
+        &fx,
+        "inch.csv",
+        b"label,text\npos,a 5\" screen is good\nneg,bad\n",
+    );
+    ok(out);
+}
+
+#[test]
+fn predict_keeps_every_row_with_skip_row() {
+    let fx = Fixture::new("skip-row");
+    let config = fx.config("");
+    let run = fx.path("run");
+    ok(fx.run(&["train", "--config", s(&config), "--max-steps", "2"]));
+    let input = fx.path("messy.csv");
+    std::fs::write(
+        &input,
+        b"id,text\n1,good\n2,caf\xe9\n3,\n4,bad,extra\n5,a fun film\n",
+    )
+    .unwrap();
+    let output = fx.path("scored.csv");
+    let line = fails_with(
+        fx.run(&[
+            "predict",
+            "--model",
+            s(&run),
+            "--input",
+            s(&input),
+            "--output",
+            s(&output),
+        ]),
+        &[
+            &format!("{}:3:", input.display()),
+            "invalid UTF-8 in column `text`",
+            "--on-error skip-row",
+        ],
+    );
+    assert!(!output.exists(), "{line}");
+    let out = ok(fx.run(&[
+        "predict",
+        "--model",
+        s(&run),
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+        "--on-error",
+        "skip-row",
+    ]));
+    assert!(
+        common::stderr(&out).contains("skipped 3 bad row(s)"),
+        "{}",
+        common::stderr(&out)
+    );
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(&output)
+        .unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(
+        ids,
+        ["1", "2", "3", "4", "5"],
+        "one output row per input row, in order"
+    );
+    let predicted: Vec<bool> = rows.iter().map(|r| !r[r.len() - 2].is_empty()).collect();
+    assert_eq!(predicted, [true, false, false, false, true]);
+
+    let jsonl = fx.path("messy.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"text\":\"good\"}\n{\"text\":\n{\"text\":\"bad\"}\n",
+    )
+    .unwrap();
+    let jsonl_out = fx.path("scored.jsonl");
+    ok(fx.run(&[
+        "predict",
+        "--model",
+        s(&run),
+        "--input",
+        s(&jsonl),
+        "--output",
+        s(&jsonl_out),
+        "--on-error",
+        "skip-row",
+    ]));
+    let objects: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl_out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 3);
+    assert!(objects[1]["predicted_label"].is_null());
+    assert_eq!(objects[1]["raw_line"], "{\"text\":");
+    assert!(objects[1]["error"].as_str().unwrap().contains(":2:"));
+    assert!(objects[2]["predicted_label"].is_string());
+}
