@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Fuzzes the data reader and the config parser with cargo-fuzz (libFuzzer + AddressSanitizer)
+# for SECONDS each (default 60), and prints each target's executions and crashes.
+#
+#   scripts/fuzz.sh 600
+#
+# Works on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it take the sanitizer flags. Crashing
+# inputs are left in fuzz/artifacts/TARGET/; turn each into a regression test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-60}"
+command -v cargo-fuzz > /dev/null || cargo install cargo-fuzz
+export RUSTC_BOOTSTRAP=1
+
+# Seed corpora from the repository's own files.
+mkdir -p fuzz/corpus/data_reader fuzz/corpus/config
+for f in data/smoke/train.csv; do printf '\x00' | cat - "$f" > "fuzz/corpus/data_reader/csv-$(basename "$f")"; done
+head -50 data/sst2/dev.tsv | { printf '\x01'; sed 's/content/text/'; } > fuzz/corpus/data_reader/tsv-dev
+printf '\x0a{"text":"a","label":1}\n{"text":"b","label":"x"}\n' > fuzz/corpus/data_reader/jsonl
+for f in configs/*.toml; do cp "$f" "fuzz/corpus/config/$(basename "$f")"; done
+
+status=0
+for target in data_reader config; do
+  log="fuzz/fuzz-$target.log"
+  if cargo fuzz run "$target" --fuzz-dir fuzz -- -max_total_time="$seconds" -print_final_stats=1 > "$log" 2>&1; then
+    result=ok
+  else
+    result=FAILED
+    status=1
+  fi
+  execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
+  crashes=$(ls "fuzz/artifacts/$target" 2>/dev/null | wc -l)
+  echo "$target: $result, $execs executions in ${seconds}s, $crashes crash artifact(s) (log: $log)"
+done
+exit $status
