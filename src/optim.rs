@@ -3,7 +3,9 @@
 
 use anyhow::Result;
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Storage, Tensor, Var};
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Storage, Tensor, Var};
 use rayon::prelude::*;
 
 use crate::config::SchedulerType;
@@ -306,15 +308,13 @@ impl Slot {
         let decay = self.decay && weight_decay;
         match &mut self.moments {
             Moments::Host { m, v } => {
-                let p = self.var.as_tensor();
                 let g = g.to_dtype(DType::F32)?.contiguous()?;
-                let new = with_cpu_f32(p, |p| {
-                    with_cpu_f32(&g, |g| fused_update(p, g, m, v, s, decay))
-                })
-                .flatten()
-                .ok_or_else(|| anyhow::anyhow!("parameter is not a contiguous f32 CPU tensor"))?;
-                self.var
-                    .set(&Tensor::from_vec(new, p.shape(), p.device())?)?;
+                let kernel = FusedAdamW {
+                    moments: RefCell::new((m.as_mut_slice(), v.as_mut_slice())),
+                    scalars: s,
+                    decay,
+                };
+                self.var.as_tensor().inplace_op2(&g, &kernel)?;
             }
             Moments::Device { m, v } => {
                 let g = (g.to_dtype(m.dtype())? * s.grad_scale)?;
@@ -333,39 +333,69 @@ impl Slot {
     }
 }
 
-/// The AdamW update of one parameter in a single pass over memory, in the order torch's
-/// single-tensor AdamW computes it. Returns the new parameter values.
-fn fused_update(
-    p: &[f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    s: StepScalars,
+/// The AdamW update of one parameter, in place, in a single pass over memory, in the order
+/// torch's single-tensor AdamW computes it. The gradient is the op's source operand.
+struct FusedAdamW<'a> {
+    moments: RefCell<(&'a mut [f32], &'a mut [f32])>,
+    scalars: StepScalars,
     decay: bool,
-) -> Vec<f32> {
-    let b2 = s.beta2 as f32;
-    let (one_minus_b1, one_minus_b2) = ((1.0 - s.beta1) as f32, (1.0 - s.beta2) as f32);
-    let decay_factor = if decay { s.decay_factor as f32 } else { 1.0 };
-    let (step_size, bias2_sqrt, eps) = (s.step_size as f32, s.bias2_sqrt as f32, s.eps as f32);
-    let scale = s.grad_scale as f32;
-    let mut out = vec![0f32; p.len()];
-    const CHUNK: usize = 1 << 15;
-    out.par_chunks_mut(CHUNK)
-        .zip(p.par_chunks(CHUNK))
-        .zip(g.par_chunks(CHUNK))
-        .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-        .for_each(|(((out, p), g), (m, v))| {
-            for i in 0..p.len() {
-                let g = if scale == 1.0 { g[i] } else { g[i] * scale };
-                let p = if decay { p[i] * decay_factor } else { p[i] };
-                // torch.lerp with weight < 0.5: m + w * (g - m)
-                m[i] += one_minus_b1 * (g - m[i]);
-                v[i] = v[i] * b2 + one_minus_b2 * g * g;
-                let denom = v[i].sqrt() / bias2_sqrt + eps;
-                out[i] = p - step_size * (m[i] / denom);
-            }
-        });
-    out
+}
+
+impl InplaceOp2 for FusedAdamW<'_> {
+    fn name(&self) -> &'static str {
+        "bertcls-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_layout: &Layout,
+        src: &CpuStorage,
+        src_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (dst, src) else {
+            candle_core::bail!("adamw: expected f32 parameter and gradient");
+        };
+        let (Some((p0, p1)), Some((g0, g1))) = (
+            dst_layout.contiguous_offsets(),
+            src_layout.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("adamw: expected contiguous parameter and gradient");
+        };
+        let (p, g) = (&mut p[p0..p1], &g[g0..g1]);
+        let mut moments = self.moments.borrow_mut();
+        let (m, v) = &mut *moments;
+        if g.len() != p.len() || m.len() != p.len() {
+            candle_core::bail!("adamw: gradient or moments sized unlike the parameter");
+        }
+        let s = self.scalars;
+        let b2 = s.beta2 as f32;
+        let (one_minus_b1, one_minus_b2) = ((1.0 - s.beta1) as f32, (1.0 - s.beta2) as f32);
+        let decay_factor = if self.decay {
+            s.decay_factor as f32
+        } else {
+            1.0
+        };
+        let (step_size, bias2_sqrt, eps) = (s.step_size as f32, s.bias2_sqrt as f32, s.eps as f32);
+        let scale = s.grad_scale as f32;
+        let decay = self.decay;
+        const CHUNK: usize = 1 << 15;
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+            .for_each(|((p, g), (m, v))| {
+                for i in 0..p.len() {
+                    let g = if scale == 1.0 { g[i] } else { g[i] * scale };
+                    let param = if decay { p[i] * decay_factor } else { p[i] };
+                    // torch.lerp with weight < 0.5: m + w * (g - m)
+                    m[i] += one_minus_b1 * (g - m[i]);
+                    v[i] = v[i] * b2 + one_minus_b2 * g * g;
+                    let denom = v[i].sqrt() / bias2_sqrt + eps;
+                    p[i] = param - step_size * (m[i] / denom);
+                }
+            });
+        Ok(())
+    }
 }
 
 #[cfg(test)]
