@@ -164,7 +164,7 @@ pub struct PredictArgs {
     /// Output format (default: from the extension, else the input's).
     #[arg(long)]
     pub output_format: Option<String>,
-    /// Print JSON (with --text).
+    /// Print JSON: the predictions with --text, a summary with --input.
     #[arg(long)]
     pub json: bool,
     /// A row that cannot be scored: fail (naming its line), or keep it with an empty prediction.
@@ -431,6 +431,11 @@ fn predict(args: PredictArgs) -> Result<()> {
             "skipped {} bad row(s), kept with an empty prediction; the first: {first}",
             summary.skipped
         );
+    }
+    if args.json {
+        let mut value = serde_json::to_value(&summary)?;
+        value["peak_rss_mb"] = serde_json::json!(crate::train::peak_rss_mb());
+        println!("{value}");
     }
     Ok(())
 }
