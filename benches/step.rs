@@ -24,7 +24,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
-    bertcls::device::tune_allocator();
+    bertcls::device::tune_cpu_runtime();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
@@ -93,8 +93,7 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         let logits = trainable
             .model
-            .forward(&batch, &mut ForwardMode::train(step as u64))?
-            .logits;
+            .classify(&batch, &mut ForwardMode::train(step as u64))?;
         let loss = cross_entropy(&logits, &labels)?;
         let _ = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();

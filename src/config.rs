@@ -121,6 +121,9 @@ pub struct TrainConfig {
     /// Batches of similar lengths (shuffled, then sorted by length within windows of 50
     /// batches, as `Trainer`'s `group_by_length`): far less padding.
     pub group_by_length: bool,
+    /// Mixed precision on CUDA: the forward and backward passes in bfloat16 (layer norm,
+    /// softmax and the loss in f32), with f32 master weights, gradients and AdamW state.
+    pub bf16: bool,
     /// Override the model's dropout probabilities.
     pub hidden_dropout_prob: Option<f64>,
     pub attention_probs_dropout_prob: Option<f64>,
@@ -170,6 +173,7 @@ impl Default for TrainConfig {
             seed: 42,
             device: "auto".into(),
             group_by_length: false,
+            bf16: false,
             hidden_dropout_prob: None,
             attention_probs_dropout_prob: None,
             classifier_dropout: None,

@@ -8,7 +8,7 @@ fn one_line(text: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    bertcls::device::tune_allocator();
+    bertcls::device::tune_cpu_runtime();
     let cli = match bertcls::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {

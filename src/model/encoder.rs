@@ -62,17 +62,7 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let inputs = dims[dims.len() - 1];
-        let rows = x.elem_count() / inputs;
-        let y = x
-            .reshape((rows, inputs))?
-            .matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)?;
-        let mut out_dims = dims;
-        let last = out_dims.len() - 1;
-        out_dims[last] = self.weight.dim(0)?;
-        y.reshape(out_dims)
+        ops::linear(x, &self.weight, &self.bias)
     }
 }
 
@@ -169,26 +159,36 @@ impl Attention {
     }
 
     /// `mask_bias`: (batch, 1, 1, seq), 0 for real tokens and a huge negative for padding.
-    fn forward(&self, x: &Tensor, mask_bias: &Tensor, mode: &mut ForwardMode) -> Result<Tensor> {
-        let (batch, seq, hidden) = x.dims3()?;
+    /// `queries`: the rows of `x` that attend (all of `x`, or only its first token); the
+    /// output has their shape.
+    fn forward(
+        &self,
+        x: &Tensor,
+        queries: &Tensor,
+        mask_bias: &Tensor,
+        mode: &mut ForwardMode,
+    ) -> Result<Tensor> {
+        let (batch, _, hidden) = x.dims3()?;
         let split_heads = |t: Tensor| -> Result<Tensor> {
-            t.reshape((batch, seq, self.heads, self.head_dim))?
+            let rows = t.dim(1)?;
+            t.reshape((batch, rows, self.heads, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split_heads(self.query.forward(x)?)?;
+        let q = split_heads(self.query.forward(queries)?)?;
         let k = split_heads(self.key.forward(x)?)?;
         let v = split_heads(self.value.forward(x)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
         let probs = ops::softmax_last_dim(&scores)?;
         let probs = mode.dropout(&probs, self.attention_dropout)?;
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch, seq, hidden))?;
+        let context =
+            probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((batch, queries.dim(1)?, hidden))?;
         let out = mode.dropout(&self.output.forward(&context)?, self.hidden_dropout)?;
-        self.norm.forward(&(out + x)?)
+        self.norm.forward(&(out + queries)?)
     }
 }
 
@@ -254,11 +254,18 @@ impl BertEncoder {
     }
 
     /// `attention_mask`: (batch, seq), 1 for real tokens and 0 for padding.
+    ///
+    /// With `cls_only`, the last layer computes the first token's output only, and the result
+    /// is (batch, 1, hidden): all a classifier reads. Its keys and values still come from every
+    /// token, so the [CLS] output is the same as in the full pass; the queries, attention
+    /// output and feed-forward of the other tokens (about a sixth of a 6-layer model's work,
+    /// forward and backward) are skipped.
     pub fn forward(
         &self,
         input_ids: &Tensor,
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
+        cls_only: bool,
         mode: &mut ForwardMode,
     ) -> Result<Tensor> {
         let (batch, seq) = input_ids.dims2()?;
@@ -270,8 +277,14 @@ impl BertEncoder {
             .to_dtype(self.embeddings.word.dtype())?
             .reshape((batch, 1, 1, seq))?;
         let mut x = self.embeddings.forward(input_ids, token_type_ids, mode)?;
-        for layer in &self.layers {
-            x = layer.attention.forward(&x, &mask_bias, mode)?;
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let queries = if cls_only && i == last {
+                x.narrow(1, 0, 1)?
+            } else {
+                x.clone()
+            };
+            x = layer.attention.forward(&x, &queries, &mask_bias, mode)?;
             x = layer.feed_forward.forward(&x, mode)?;
         }
         Ok(x)

@@ -76,6 +76,17 @@ impl BertClassifier {
         &self.params
     }
 
+    /// The same model on weights cast to `dtype`; the casts stay in the graph, so gradients
+    /// flow back to the original weights in their own dtype.
+    pub fn cast(&self, dtype: DType) -> Result<Self> {
+        let tensors = self
+            .params
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), t.to_dtype(dtype)?)))
+            .collect::<Result<_>>()?;
+        Self::from_tensors(&self.config, self.num_labels, &tensors)
+    }
+
     /// The same weights without gradient tracking: inference on it builds no graph.
     pub fn detached(&self) -> Result<Self> {
         let tensors = self
@@ -86,11 +97,28 @@ impl BertClassifier {
         Self::from_tensors(&self.config, self.num_labels, &tensors)
     }
 
+    /// The whole forward pass, with the last hidden state of every token.
     pub fn forward(&self, batch: &Batch, mode: &mut ForwardMode) -> Result<Outputs> {
+        self.run(batch, false, mode)
+    }
+
+    /// The logits alone: the last layer runs for the [CLS] token only (see
+    /// [`encoder::BertEncoder::forward`]). What training, evaluation and prediction use.
+    pub fn classify(&self, batch: &Batch, mode: &mut ForwardMode) -> Result<Tensor> {
+        Ok(self.run(batch, true, mode)?.logits)
+    }
+
+    /// Logits with dropout off.
+    pub fn logits(&self, batch: &Batch) -> Result<Tensor> {
+        self.classify(batch, &mut ForwardMode::eval())
+    }
+
+    fn run(&self, batch: &Batch, cls_only: bool, mode: &mut ForwardMode) -> Result<Outputs> {
         let hidden = self.encoder.forward(
             &batch.input_ids,
             &batch.token_type_ids,
             &batch.attention_mask,
+            cls_only,
             mode,
         )?;
         let pooled = self.pooler.forward(&hidden)?;
@@ -101,11 +129,6 @@ impl BertClassifier {
             pooled,
             logits,
         })
-    }
-
-    /// Logits with dropout off.
-    pub fn logits(&self, batch: &Batch) -> Result<Tensor> {
-        Ok(self.forward(batch, &mut ForwardMode::eval())?.logits)
     }
 
     /// Writes `model.safetensors` and `config.json` into `dir`.

@@ -20,6 +20,12 @@ fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
+/// Mixed precision computes layer norm and softmax in f32, as PyTorch's autocast does: their
+/// sums lose too much in 8 bits of mantissa.
+fn is_half(x: &Tensor) -> bool {
+    matches!(x.dtype(), DType::BF16 | DType::F16)
+}
+
 /// Rows per parallel task: enough work per task to amortise rayon's overhead.
 fn rows_per_task(row_len: usize) -> usize {
     (16_384 / row_len.max(1)).max(1)
@@ -36,6 +42,179 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&
 }
 
 // ---------------------------------------------------------------------------------------------
+// Linear layer.
+
+/// `x W^T + b` over the last dimension of `x`, with `W` stored (out, in) as in PyTorch.
+///
+/// One graph node instead of candle's reshape, transpose, matmul and broadcast add: each of
+/// those costs the backward pass a gradient allocation and an addition, and the bias gradient
+/// becomes a single-threaded strided sum. Here the bias is the gemm's starting value, and the
+/// backward pass is two gemms and a parallel column sum.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        x.contiguous()?.apply_op3(w, b, Linear)
+    } else {
+        plain::linear(x, w, b)
+    }
+}
+
+struct Linear;
+
+/// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)` on f32 slices; each operand is given with
+/// its (row, column) strides.
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) -> Result<()> {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs + 1
+    };
+    if dst.len() < m * n
+        || lhs.len() < last(m, k, lhs_rs, lhs_cs)
+        || rhs.len() < last(k, n, rhs_rs, rhs_cs)
+    {
+        bail!("gemm: operands too small for ({m} x {k}) . ({k} x {n})");
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the bounds checked above cover every element the strides address, and `dst`
+    // is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "bertcls-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let w = f32_slice(ws, wl, self.name())?;
+        let b = f32_slice(bs, bl, self.name())?;
+        let (outputs, inputs) = wl.shape().dims2()?;
+        if xl.dims().last() != Some(&inputs) || b.len() != outputs {
+            bail!(
+                "linear: weight {:?} and bias {:?} do not fit input {:?}",
+                wl.dims(),
+                bl.dims(),
+                xl.dims()
+            );
+        }
+        let rows = x.len() / inputs.max(1);
+        let mut y = Vec::with_capacity(rows * outputs);
+        for _ in 0..rows {
+            y.extend_from_slice(b);
+        }
+        // W (out, in) read as W^T (in, out): row stride 1, column stride `inputs`.
+        gemm_f32(
+            (rows, outputs, inputs),
+            &mut y,
+            true,
+            x,
+            (inputs, 1),
+            w,
+            (1, inputs),
+        )?;
+        let mut dims = xl.dims().to_vec();
+        if let Some(d) = dims.last_mut() {
+            *d = outputs;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (outputs, inputs) = w.dims2()?;
+        let rows = x.elem_count() / inputs.max(1);
+        let dy = grad.detach().contiguous()?.reshape((rows, outputs))?;
+        let x2 = x.detach().reshape((rows, inputs))?;
+        let dx = dy.matmul(&w.detach())?.reshape(x.shape())?;
+        let dw = dy.t()?.matmul(&x2)?;
+        let db = dy.apply_op1_no_bwd(&ColumnSums)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Sums a (rows, n) matrix over its rows, in parallel: the bias gradient.
+struct ColumnSums;
+
+impl CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "bertcls-column-sums"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let (_, n) = l.shape().dims2()?;
+        let chunk = n * rows_per_task(n);
+        let sums = x
+            .par_chunks(chunk.max(1))
+            .map(|rows| {
+                let mut acc = vec![0f32; n];
+                for row in rows.chunks(n) {
+                    acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+                }
+                acc
+            })
+            .reduce(
+                || vec![0f32; n],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(a, v)| *a += v);
+                    a
+                },
+            );
+        Ok((CpuStorage::F32(sums), Shape::from(n)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Layer normalization over the last dimension.
 
 /// `(x - mean) / sqrt(var + eps) * gamma + beta` over the last dimension (biased variance, as
@@ -44,6 +223,9 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
     if fused(x) {
         let x = x.contiguous()?;
         x.apply_op3(gamma, beta, LayerNorm { eps: eps as f32 })
+    } else if is_half(x) {
+        let f = |t: &Tensor| t.to_dtype(DType::F32);
+        plain::layer_norm(&f(x)?, &f(gamma)?, &f(beta)?, eps)?.to_dtype(x.dtype())
     } else {
         plain::layer_norm(x, gamma, beta, eps)
     }
@@ -192,6 +374,8 @@ impl CustomOp3 for LayerNormBackward {
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if fused(x) {
         x.contiguous()?.apply_op1(Softmax)
+    } else if is_half(x) {
+        plain::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
     } else {
         plain::softmax_last_dim(x)
     }
@@ -414,6 +598,20 @@ pub mod plain {
     use super::*;
     use candle_core::D;
 
+    pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (outputs, inputs) = w.dims2()?;
+        let mut dims = x.dims().to_vec();
+        let rows = x.elem_count() / inputs.max(1);
+        let y = x
+            .reshape((rows, inputs))?
+            .matmul(&w.t()?)?
+            .broadcast_add(b)?;
+        if let Some(d) = dims.last_mut() {
+            *d = outputs;
+        }
+        y.reshape(dims)
+    }
+
     pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
@@ -542,6 +740,41 @@ mod tests {
         );
         let other = dropout(&ones, 0.25, 4).unwrap().to_vec1::<f32>().unwrap();
         assert_ne!(out, other, "the mask depends on the seed");
+    }
+
+    #[test]
+    fn fused_linear_matches_plain_including_parameter_grads() {
+        // A 3-d input, and a non-contiguous one (the narrowed rows the [CLS]-only layer uses).
+        let x = Var::from_tensor(&randn(&[4, 9, 24], 11)).unwrap();
+        let w = Var::from_tensor(&randn(&[40, 24], 12)).unwrap();
+        let b = Var::from_tensor(&randn(&[40], 13)).unwrap();
+        let up = randn(&[4, 9, 40], 14);
+        for narrow in [false, true] {
+            let run = |f: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>| {
+                let input = if narrow {
+                    x.as_tensor().narrow(1, 0, 1).unwrap()
+                } else {
+                    x.as_tensor().clone()
+                };
+                let y = f(&input, w.as_tensor(), b.as_tensor()).unwrap();
+                let weight = up.narrow(1, 0, y.dim(1).unwrap()).unwrap();
+                let grads = (&y * &weight)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let get = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
+                (y, get(&x), get(&w), get(&b))
+            };
+            let fused = run(&linear);
+            let plain = run(&plain::linear);
+            assert_eq!(fused.0.dims(), plain.0.dims());
+            assert!(max_abs_diff(&fused.0, &plain.0) < 1e-4);
+            assert!(max_abs_diff(&fused.1, &plain.1) < 1e-4);
+            assert!(max_abs_diff(&fused.2, &plain.2) < 1e-4);
+            assert!(max_abs_diff(&fused.3, &plain.3) < 1e-4);
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use serde::Serialize;
 use serde_json::json;
 
@@ -94,7 +94,7 @@ fn check_output_dir(config: &TrainConfig) -> Result<()> {
 }
 
 /// Settings that shape the training trajectory: a resumed run must keep them.
-const TRAJECTORY_KEYS: [&str; 27] = [
+const TRAJECTORY_KEYS: [&str; 28] = [
     "model_name_or_path",
     "train_file",
     "validation_split_percentage",
@@ -119,6 +119,7 @@ const TRAJECTORY_KEYS: [&str; 27] = [
     "warmup_steps",
     "seed",
     "group_by_length",
+    "bf16",
     "hidden_dropout_prob",
     "attention_probs_dropout_prob",
     "classifier_dropout",
@@ -214,6 +215,9 @@ pub struct Trainable {
     pub model: BertClassifier,
     pub vars: Vec<Var>,
     pub names: Vec<String>,
+    /// The dtype of the forward and backward passes: f32, or a half type for mixed precision.
+    /// The variables, their gradients and the optimizer state stay f32 either way.
+    pub compute_dtype: DType,
 }
 
 impl Trainable {
@@ -236,7 +240,18 @@ impl Trainable {
             names.push(name);
         }
         let model = BertClassifier::from_tensors(model_config, num_labels, &var_tensors)?;
-        Ok(Self { model, vars, names })
+        Ok(Self {
+            model,
+            vars,
+            names,
+            compute_dtype: DType::F32,
+        })
+    }
+
+    /// Runs the forward and backward passes in `dtype` (mixed precision).
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Self {
+        self.compute_dtype = dtype;
+        self
     }
 
     /// The loss of one batch and its gradients.
@@ -247,7 +262,12 @@ impl Trainable {
         mode: &mut ForwardMode,
         scale: f64,
     ) -> Result<(f64, candle_core::backprop::GradStore)> {
-        let logits = self.model.forward(batch, mode)?.logits;
+        // Mixed precision: the model is rebuilt each step on half-precision casts of the f32
+        // variables. A cast is differentiable, so the gradients arrive as f32 on the variables.
+        let logits = match self.compute_dtype {
+            DType::F32 => self.model.classify(batch, mode)?,
+            dtype => self.model.cast(dtype)?.classify(batch, mode)?,
+        };
         let loss = model::cross_entropy(&logits, labels)?;
         let value = loss.to_scalar::<f32>()? as f64;
         let grads = (loss * scale)?.backward()?;
@@ -335,7 +355,8 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
             loaded.ignored.len()
         );
     }
-    let trainable = Trainable::new(&model_config, num_labels, &loaded.tensors)?;
+    let trainable = Trainable::new(&model_config, num_labels, &loaded.tensors)?
+        .with_compute_dtype(device::compute_dtype(&device, config.bf16)?);
     drop(loaded);
     if resumed.is_none() {
         write_model_files(config, &model_dir, &model_config, &data.labels, &tokenizer)?;
