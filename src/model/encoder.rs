@@ -179,8 +179,7 @@ impl Attention {
         let k = split_heads(self.key.forward(x)?)?;
         let v = split_heads(self.value.forward(x)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-        let probs = ops::softmax_last_dim(&scores)?;
+        let probs = ops::attention_softmax(&q.matmul(&k.t()?)?, mask_bias, scale)?;
         let probs = mode.dropout(&probs, self.attention_dropout)?;
         let context =
             probs

@@ -369,55 +369,101 @@ impl CustomOp3 for LayerNormBackward {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Softmax over the last dimension.
+// Attention probabilities: softmax over keys of scaled, masked scores.
 
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if fused(x) {
-        x.contiguous()?.apply_op1(Softmax)
-    } else if is_half(x) {
-        plain::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
+/// `softmax(scores * scale + mask_bias)` over the last dimension, where `scores` is (batch,
+/// heads, queries, keys) and `mask_bias` (batch, 1, 1, keys) holds 0 for real tokens and a huge
+/// negative for padding.
+///
+/// One op instead of three: the scaled and the masked scores (each as large as the attention
+/// matrix) are neither written nor kept for the backward pass.
+pub fn attention_softmax(scores: &Tensor, mask_bias: &Tensor, scale: f64) -> Result<Tensor> {
+    if fused(scores) && mask_bias.dtype() == DType::F32 {
+        scores.contiguous()?.apply_op2(
+            &mask_bias.contiguous()?,
+            AttentionSoftmax {
+                scale: scale as f32,
+            },
+        )
+    } else if is_half(scores) {
+        let f = |t: &Tensor| t.to_dtype(DType::F32);
+        plain::attention_softmax(&f(scores)?, &f(mask_bias)?, scale)?.to_dtype(scores.dtype())
     } else {
-        plain::softmax_last_dim(x)
+        plain::attention_softmax(scores, mask_bias, scale)
     }
 }
 
-struct Softmax;
+struct AttentionSoftmax {
+    scale: f32,
+}
 
-impl CustomOp1 for Softmax {
+impl CustomOp2 for AttentionSoftmax {
     fn name(&self) -> &'static str {
-        "bertcls-softmax"
+        "bertcls-attention-softmax"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, self.name())?;
-        let d = *l.dims().last().unwrap_or(&1);
+    fn cpu_fwd(
+        &self,
+        ss: &CpuStorage,
+        sl: &Layout,
+        ms: &CpuStorage,
+        ml: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(ss, sl, self.name())?;
+        let mask = f32_slice(ms, ml, self.name())?;
+        let (batch, heads, queries, keys) = sl.shape().dims4()?;
+        if ml.dims() != [batch, 1, 1, keys] {
+            bail!(
+                "attention softmax: mask {:?} does not fit scores {:?}",
+                ml.dims(),
+                sl.dims()
+            );
+        }
+        let rows_per_item = heads * queries;
+        let rows_per_chunk = rows_per_task(keys);
         let mut out = vec![0f32; x.len()];
-        let chunk = d * rows_per_task(d);
-        out.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(out, x)| {
-                for (o, row) in out.chunks_mut(d).zip(x.chunks(d)) {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        out.par_chunks_mut(keys * rows_per_chunk)
+            .zip(x.par_chunks(keys * rows_per_chunk))
+            .enumerate()
+            .for_each(|(c, (out, x))| {
+                let first_row = c * rows_per_chunk;
+                for (r, (o, row)) in out.chunks_mut(keys).zip(x.chunks(keys)).enumerate() {
+                    let item = (first_row + r) / rows_per_item;
+                    let m = &mask[item * keys..(item + 1) * keys];
+                    let mut max = f32::NEG_INFINITY;
+                    for ((o, &v), &b) in o.iter_mut().zip(row).zip(m) {
+                        *o = v * self.scale + b;
+                        max = max.max(*o);
+                    }
                     let mut sum = 0f32;
-                    for (o, &v) in o.iter_mut().zip(row) {
-                        *o = (v - max).exp();
+                    for o in o.iter_mut() {
+                        *o = (*o - max).exp();
                         sum += *o;
                     }
                     let inv = 1.0 / sum;
                     o.iter_mut().for_each(|v| *v *= inv);
                 }
             });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        Ok((CpuStorage::F32(out), sl.shape().clone()))
     }
 
-    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _scores: &Tensor,
+        _mask: &Tensor,
+        y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.detach().contiguous()?;
-        Ok(Some(y.detach().apply_op2_no_bwd(&grad, &SoftmaxBackward)?))
+        let backward = SoftmaxBackward { scale: self.scale };
+        Ok((Some(y.detach().apply_op2_no_bwd(&grad, &backward)?), None))
     }
 }
 
-/// `dx = y * (dy - sum(dy * y))` per row.
-struct SoftmaxBackward;
+/// `dx = scale * y * (dy - sum(dy * y))` per row.
+struct SoftmaxBackward {
+    scale: f32,
+}
 
 impl CustomOp2 for SoftmaxBackward {
     fn name(&self) -> &'static str {
@@ -442,7 +488,7 @@ impl CustomOp2 for SoftmaxBackward {
                 for ((o, y), dy) in out.chunks_mut(d).zip(y.chunks(d)).zip(dy.chunks(d)) {
                     let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
                     for i in 0..d {
-                        o[i] = y[i] * (dy[i] - dot);
+                        o[i] = self.scale * y[i] * (dy[i] - dot);
                     }
                 }
             });
@@ -620,7 +666,8 @@ pub mod plain {
         normed.broadcast_mul(gamma)?.broadcast_add(beta)
     }
 
-    pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    pub fn attention_softmax(scores: &Tensor, mask_bias: &Tensor, scale: f64) -> Result<Tensor> {
+        let x = (scores * scale)?.broadcast_add(mask_bias)?;
         let max = x.max_keepdim(D::Minus1)?;
         let exp = x.broadcast_sub(&max)?.exp()?;
         exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
@@ -714,8 +761,35 @@ mod tests {
     }
 
     #[test]
-    fn fused_softmax_matches_plain() {
-        check_unary(softmax_last_dim, plain::softmax_last_dim, 1e-6);
+    fn fused_attention_softmax_matches_plain() {
+        // (batch 6, heads 5, one query row, 40 keys): the check's shape read as attention
+        // scores, with padding masked in the second and fifth items.
+        let mut bias = vec![0f32; 6 * 40];
+        bias[40 + 30..80].iter_mut().for_each(|b| *b = f32::MIN);
+        bias[4 * 40 + 7..5 * 40]
+            .iter_mut()
+            .for_each(|b| *b = f32::MIN);
+        let mask = Tensor::from_vec(bias, (6, 1, 1, 40), &Device::Cpu).unwrap();
+        let as_scores = |x: &Tensor| x.reshape((6, 5, 1, 40));
+        check_unary(
+            |x| attention_softmax(&as_scores(x)?, &mask, 0.125)?.reshape(x.shape()),
+            |x| plain::attention_softmax(&as_scores(x)?, &mask, 0.125)?.reshape(x.shape()),
+            1e-6,
+        );
+        let probs = attention_softmax(&as_scores(&randn(&[6, 5, 40], 3)).unwrap(), &mask, 0.125)
+            .unwrap()
+            .flatten_to(2)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        // Rows 5..10: the five heads of the second item, whose keys 30.. are padding.
+        for row in &probs[5..10] {
+            assert!(
+                row[30..].iter().all(|&p| p == 0.0),
+                "padding gets no weight"
+            );
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
     }
 
     #[test]
