@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use bertcls::data::LabelSet;
 use bertcls::model::weights::{self, HeadInit};
 use bertcls::model::{BertClassifier, FineTuned, ForwardMode, cross_entropy};
+use bertcls::predict::Scorer;
 use bertcls::testing::TinyModel;
 use bertcls::tokenize::{Batch, TextEncoder};
 use bertcls::train::Trainable;
@@ -216,6 +217,45 @@ fn half_precision_training_path_tracks_f32() {
             "{name}: {} vs scale {scale}",
             max_abs_diff(a, b)
         );
+    }
+}
+
+/// Prediction batches inputs longest first; each input must get the probabilities it gets when
+/// scored alone, in input order.
+#[test]
+fn length_sorted_prediction_keeps_input_order_and_values() {
+    let t = tiny();
+    let dir = common::temp_dir("sorted");
+    t.write(&dir).unwrap();
+    let tokenizer = TextEncoder::load(&dir, 32).unwrap();
+    let texts = [
+        "awful",
+        "the movie was very good and great fun",
+        "not a boring film",
+        "fun",
+        "what a fun movie , very good",
+    ];
+    let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (*t, None)).collect();
+    let encoded = tokenizer.encode(&inputs).unwrap();
+    let params = t.parameters().unwrap();
+    let model = BertClassifier::from_tensors(&t.config(), 3, &params).unwrap();
+    let scorer = Scorer {
+        model: &model,
+        pad_id: tokenizer.pad_id(),
+        batch_size: 2,
+        device: &Device::Cpu,
+    };
+    let sorted = scorer.probabilities(&encoded, None).unwrap();
+    for (item, probs) in encoded.iter().zip(&sorted) {
+        let alone = Batch::collate(&[item], tokenizer.pad_id(), None, &Device::Cpu).unwrap();
+        let logits = model.logits(&alone).unwrap();
+        let expected = candle_nn::ops::softmax_last_dim(&logits)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (a, b) in probs.iter().zip(&expected[0]) {
+            assert!((a - b).abs() < 1e-6, "{probs:?} vs {:?}", expected[0]);
+        }
     }
 }
 
