@@ -72,6 +72,24 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     }
 }
 
+/// The sum of squares in f64, over eight interleaved partial sums: one running sum is a chain
+/// of dependent additions that cannot vectorize.
+fn sum_of_squares(values: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += (x as f64) * (x as f64);
+        }
+    }
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum();
+    lanes.iter().sum::<f64>() + tail
+}
+
 /// Gradients of the trainable parameters, summed over the micro-batches of one update, and
 /// the factor that clipping applies to all of them.
 pub struct Gradients {
@@ -117,9 +135,7 @@ impl Gradients {
         let mut sum = 0f64;
         for g in self.grads.iter().flatten() {
             let fast = with_cpu_f32(g, |v| {
-                v.par_chunks(1 << 16)
-                    .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-                    .sum::<f64>()
+                v.par_chunks(1 << 16).map(sum_of_squares).sum::<f64>()
             });
             sum += match fast {
                 Some(s) => s,
@@ -402,6 +418,21 @@ impl InplaceOp2 for FusedAdamW<'_> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn sum_of_squares_matches_a_plain_sum() {
+        for n in [0, 1, 7, 8, 9, 1000, 65_537] {
+            let values: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let plain: f64 = values.iter().map(|&x| (x as f64) * (x as f64)).sum();
+            let fast = sum_of_squares(&values);
+            assert!(
+                (fast - plain).abs() <= 1e-12 * plain.max(1.0),
+                "{n}: {fast} vs {plain}"
+            );
+        }
+    }
 
     #[test]
     fn linear_warmup_then_linear_decay() {
