@@ -11,6 +11,7 @@ use bertcls::predict::Scorer;
 use bertcls::testing::TinyModel;
 use bertcls::tokenize::{Batch, TextEncoder};
 use bertcls::train::Trainable;
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -24,6 +25,33 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+/// Asserts that each parameter's gradient in `b` is within `rel` of the tensor's largest
+/// magnitude, plus `abs`, of its gradient in `a`, and has the same dtype.
+fn assert_gradients_close(
+    a: (&Trainable, &GradStore),
+    b: (&Trainable, &GradStore),
+    rel: f32,
+    abs: f32,
+) {
+    for ((name, var_a), var_b) in a.0.names.iter().zip(&a.0.vars).zip(&b.0.vars) {
+        let ga = a.1.get(var_a.as_tensor()).unwrap();
+        let gb = b.1.get(var_b.as_tensor()).unwrap();
+        assert_eq!(ga.dtype(), gb.dtype(), "{name}: gradient dtype");
+        let scale = ga
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = max_abs_diff(ga, gb);
+        assert!(
+            diff <= rel * scale + abs,
+            "gradient of {name} differs by {diff} (scale {scale})"
+        );
+    }
 }
 
 fn labels() -> LabelSet {
@@ -155,24 +183,14 @@ fn cls_only_last_layer_matches_the_full_pass() {
     let (_, cls_grads) = trainable
         .loss_and_grads(&batch, &targets, &mut ForwardMode::train(3), 1.0)
         .unwrap();
-    for (name, var) in trainable.names.iter().zip(&trainable.vars) {
-        let a = full_grads.get(var.as_tensor()).unwrap();
-        let b = cls_grads.get(var.as_tensor()).unwrap();
-        let scale = a
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(
-            // The absolute term covers the key biases, whose true gradient is zero (softmax
-            // ignores a shift shared by all keys): both sides hold rounding noise there.
-            max_abs_diff(a, b) <= 1e-5 * scale + 1e-7,
-            "gradient of {name} differs: {} (scale {scale})",
-            max_abs_diff(a, b)
-        );
-    }
+    // The absolute term covers the key biases, whose true gradient is zero (softmax ignores a
+    // shift shared by all keys): both sides hold rounding noise there.
+    assert_gradients_close(
+        (&trainable, &full_grads),
+        (&trainable, &cls_grads),
+        1e-5,
+        1e-7,
+    );
 }
 
 /// Mixed precision (`bf16 = true` on CUDA) runs the same code with a half compute dtype. The
@@ -199,25 +217,9 @@ fn half_precision_training_path_tracks_f32() {
         (loss32 - loss16).abs() < 1e-2 * loss32.abs(),
         "{loss32} vs {loss16}"
     );
-    for ((name, var32), var16) in full.names.iter().zip(&full.vars).zip(&half.vars) {
-        let a = g32.get(var32.as_tensor()).unwrap();
-        let b = g16.get(var16.as_tensor()).unwrap();
-        assert_eq!(b.dtype(), DType::F32, "{name}: gradient dtype");
-        let scale = a
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        // f16 keeps 11 bits of mantissa: a few parts in a thousand of the tensor's scale. The
-        // absolute term is for the key biases, whose true gradient is zero (rounding noise).
-        assert!(
-            max_abs_diff(a, b) <= 2e-2 * scale + 1e-4,
-            "{name}: {} vs scale {scale}",
-            max_abs_diff(a, b)
-        );
-    }
+    // f16 keeps 11 bits of mantissa: a few parts in a thousand of the tensor's scale. The
+    // absolute term is for the key biases, whose true gradient is zero (rounding noise).
+    assert_gradients_close((&full, &g32), (&half, &g16), 2e-2, 1e-4);
 }
 
 /// Prediction batches inputs longest first; each input must get the probabilities it gets when
