@@ -82,6 +82,10 @@ fn config_errors() {
         train_with(&fx, "device = \"tpu\""),
         &["device", "invalid device `tpu`"],
     );
+    fails_with(
+        train_with(&fx, "device = \"cpu\"\nbf16 = true"),
+        &["bf16 = true needs a CUDA device", "cpu"],
+    );
     let config = fx.config("");
     fails_with(
         fx.run(&["train", "--config", s(&config), "--set", "learning_rate"]),
