@@ -1,6 +1,6 @@
 //! Device selection: everything that differs between CPU and CUDA lives here.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
 use std::fmt;
 use std::str::FromStr;
@@ -64,7 +64,9 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
                      (rebuild with `cargo build --release --features cuda`, or use --device cpu)"
                 );
             }
-            Device::new_cuda(n).map_err(|e| anyhow::anyhow!("cannot open device cuda:{n}: {e}"))
+            Device::new_cuda(n)
+                .map_err(anyhow::Error::new)
+                .with_context(|| format!("cannot open device cuda:{n}"))
         }
     }
 }
