@@ -60,13 +60,11 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 struct Linear;
 
-/// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)` on f32 slices; each operand is given with
-/// its (row, column) strides.
-#[allow(clippy::too_many_arguments)]
-fn gemm_f32(
+/// `dst (m, n) += lhs (m, k) · rhs (k, n)` on f32 slices; `dst` is row-major, the inputs are
+/// given with their (row, column) strides.
+fn gemm_add_f32(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
-    accumulate: bool,
     lhs: &[f32],
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[f32],
@@ -97,14 +95,14 @@ fn gemm_f32(
             dst.as_mut_ptr(),
             1,
             n as isize,
-            accumulate,
+            true,
             lhs.as_ptr(),
             lhs_cs as isize,
             lhs_rs as isize,
             rhs.as_ptr(),
             rhs_cs as isize,
             rhs_rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
+            1.0,
             1.0,
             false,
             false,
@@ -147,10 +145,9 @@ impl CustomOp3 for Linear {
             y.extend_from_slice(b);
         }
         // W (out, in) read as W^T (in, out): row stride 1, column stride `inputs`.
-        gemm_f32(
+        gemm_add_f32(
             (rows, outputs, inputs),
             &mut y,
-            true,
             x,
             (inputs, 1),
             w,
