@@ -64,9 +64,7 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
                      (rebuild with `cargo build --release --features cuda`, or use --device cpu)"
                 );
             }
-            Device::new_cuda(n)
-                .map_err(anyhow::Error::new)
-                .with_context(|| format!("cannot open device cuda:{n}"))
+            Device::new_cuda(n).with_context(|| format!("cannot open device cuda:{n}"))
         }
     }
 }
