@@ -271,7 +271,7 @@ fn fetch_resolves_a_local_folder() {
 }
 
 /// A stand-in for the Hugging Face Hub: serves `root/<org>/<name>/<file>` at
-/// `/<org>/<name>/resolve/<revision>/<file>` with the headers hf-hub relies on.
+/// `/<org>/<name>/resolve/<revision>/<file>` with the headers the Hub sends.
 fn stand_in_hub(root: PathBuf) -> (String, Arc<Mutex<Vec<String>>>) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}", server.server_addr().to_ip().unwrap());
@@ -311,8 +311,9 @@ fn stand_in_hub(root: PathBuf) -> (String, Arc<Mutex<Vec<String>>>) {
                 end.parse().unwrap()
             };
             let body = bytes[start..=end].to_vec();
+            // Padded to the 40 hex digits of a git blob id, as the Hub's ETags are.
             let etag = format!(
-                "\"{:x}\"",
+                "\"{:040x}\"",
                 bytes
                     .iter()
                     .fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64)

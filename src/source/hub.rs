@@ -1,86 +1,142 @@
-//! Downloads through `hf-hub`, honouring `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_CACHE`,
-//! `HF_TOKEN` and `HF_HUB_OFFLINE`.
+//! Models from the Hugging Face Hub (`org/name[@revision]`), downloaded into the Hub's own
+//! cache, shared with Python. The client is bertcls' own, small and strict: whatever a server
+//! sends back is checked before it names a path or a size, and the token goes to the endpoint's
+//! origin only and into no message.
 
-use super::*;
-use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
-use hf_hub::{Cache, Repo, RepoType};
+mod cache;
+mod client;
+mod settings;
 
-fn cache() -> Cache {
-    match std::env::var_os("HF_HUB_CACHE") {
-        Some(dir) => Cache::new(PathBuf::from(dir)),
-        None => Cache::from_env(),
-    }
-}
+use std::path::PathBuf;
 
-fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
-}
+use anyhow::{Context, Result, bail};
+use url::Url;
 
-fn is_not_found(e: &ApiError) -> bool {
-    matches!(e, ApiError::RequestError(r) if matches!(**r, ureq::Error::Status(404, _)))
-}
+use cache::{Commit, RepoCache, Revision, shown};
+use client::Client;
+use settings::Settings;
 
-/// Downloads (or finds in the cache) the first of `names` the repository has.
-fn get_first(repo: &ApiRepo, cached: &hf_hub::CacheRepo, names: &[&str]) -> Result<PathBuf> {
-    let mut missing = Vec::new();
-    for name in names {
-        if let Some(path) = cached.get(name) {
-            return Ok(path);
-        }
-        if offline() {
-            missing.push(*name);
-            continue;
-        }
-        match repo.download(name) {
-            Ok(path) => return Ok(path),
-            Err(e) if is_not_found(&e) => missing.push(*name),
-            Err(e) => return Err(anyhow::anyhow!("cannot download {name}: {e}")),
+/// The files a model folder needs: of each list, the first the repository has.
+const CONFIG: &[&str] = &["config.json"];
+const WEIGHTS: &[&str] = &["model.safetensors", "pytorch_model.bin"];
+const TOKENIZER: &[&str] = &["tokenizer.json", "vocab.txt"];
+/// Casing settings for a tokenizer built from vocab.txt; many repositories have none.
+const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+
+/// The snapshot folder of `revision` if the cache already holds a whole model for it, else the
+/// first list of files it has none of.
+fn cached(repo: &RepoCache, revision: &Revision) -> Result<PathBuf, &'static [&'static str]> {
+    let commit = repo.commit(revision).ok_or(CONFIG)?;
+    let dir = repo.snapshot(&commit);
+    for names in [CONFIG, WEIGHTS, TOKENIZER] {
+        if !names.iter().any(|name| dir.join(name).is_file()) {
+            return Err(names);
         }
     }
-    let where_ = if offline() {
-        "in the cache (HF_HUB_OFFLINE is set)"
-    } else {
-        "in the repository"
-    };
-    bail!("none of {} {where_}", missing.join(", "))
-}
-
-pub fn fetch(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> {
-    let repo = match revision {
-        Some(r) => Repo::with_revision(repo_id.to_string(), RepoType::Model, r.to_string()),
-        None => Repo::new(repo_id.to_string(), RepoType::Model),
-    };
-    let cache = cache();
-    let token = std::env::var("HF_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .or_else(|| cache.token());
-    let mut builder = ApiBuilder::from_cache(cache.clone())
-        .with_token(token)
-        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
-        builder = builder.with_endpoint(endpoint.trim_end_matches('/').to_string());
-    }
-    let api = builder.build().context("cannot set up the Hub client")?;
-    let remote = api.repo(repo.clone());
-    let cached = cache.repo(repo);
-    let context = || format!("Hub model {repo_id}");
-    let config = get_first(&remote, &cached, &["config.json"]).with_context(context)?;
-    get_first(
-        &remote,
-        &cached,
-        &["model.safetensors", "pytorch_model.bin"],
-    )
-    .with_context(context)?;
-    let tokenizer =
-        get_first(&remote, &cached, &["tokenizer.json", "vocab.txt"]).with_context(context)?;
-    if tokenizer.ends_with("vocab.txt") {
-        // Optional: casing settings for building the tokenizer from vocab.txt.
-        let _ = get_first(&remote, &cached, &["tokenizer_config.json"]);
-    }
-    let dir = config
-        .parent()
-        .context("downloaded config.json has no parent folder")?
-        .to_path_buf();
     Ok(dir)
+}
+
+/// Files of one revision being downloaded; all must come from the same commit.
+struct Download<'a> {
+    endpoint: &'a Url,
+    client: Client<'a>,
+    repo: &'a RepoCache,
+    repo_id: &'a str,
+    revision: &'a Revision,
+    commit: Option<Commit>,
+}
+
+impl Download<'_> {
+    /// Downloads `name` unless its blob is already cached; false if the repository has no
+    /// such file.
+    fn file(&mut self, name: &str) -> Result<bool> {
+        let base = self.endpoint.as_str().trim_end_matches('/');
+        let url = format!(
+            "{base}/{}/resolve/{}/{name}",
+            self.repo_id,
+            self.revision.url_segment()
+        );
+        let url = Url::parse(&url).with_context(|| format!("invalid file URL {}", shown(&url)))?;
+        let Some(meta) = self.client.metadata(url)? else {
+            return Ok(false);
+        };
+        match &self.commit {
+            Some(commit) if *commit != meta.commit => bail!(
+                "the repository moved from commit {commit} to {} during the download; run again",
+                meta.commit
+            ),
+            _ => self.commit = Some(meta.commit.clone()),
+        }
+        if !self.repo.has_blob(&meta.etag, meta.size) {
+            self.repo.store_blob(&meta.etag, |file| {
+                self.client
+                    .download(meta.location.clone(), meta.size, name, file)
+            })?;
+        }
+        self.repo.link(&meta.commit, name, &meta.etag)?;
+        Ok(true)
+    }
+
+    /// Downloads the first of `names` that the repository has.
+    fn first_of(&mut self, names: &[&'static str]) -> Result<&'static str> {
+        for &name in names {
+            if self
+                .file(name)
+                .with_context(|| format!("cannot download {name}"))?
+            {
+                return Ok(name);
+            }
+        }
+        bail!("none of {} in the repository", names.join(", "))
+    }
+}
+
+fn fetch_with(settings: &Settings, repo_id: &str, revision: &str) -> Result<PathBuf> {
+    let valid_id = match repo_id.split('/').collect::<Vec<_>>().as_slice() {
+        [name] => super::valid_hub_part(name),
+        [org, name] => super::valid_hub_part(org) && super::valid_hub_part(name),
+        _ => false,
+    };
+    if !valid_id {
+        bail!("invalid Hub id {}: expected org/name", shown(repo_id));
+    }
+    let revision = Revision::parse(revision)?;
+    let repo = RepoCache::new(&settings.cache, repo_id);
+    match cached(&repo, &revision) {
+        Ok(dir) => return Ok(dir),
+        Err(names) if settings.offline => bail!(
+            "none of {} in the cache (HF_HUB_OFFLINE is set)",
+            names.join(", ")
+        ),
+        Err(_) => {}
+    }
+    let mut download = Download {
+        endpoint: &settings.endpoint,
+        client: Client::new(&settings.endpoint, settings.token.as_ref()),
+        repo: &repo,
+        repo_id,
+        revision: &revision,
+        commit: None,
+    };
+    download.first_of(CONFIG)?;
+    download.first_of(WEIGHTS)?;
+    if download.first_of(TOKENIZER)? == "vocab.txt" {
+        download
+            .file(TOKENIZER_CONFIG)
+            .with_context(|| format!("cannot download {TOKENIZER_CONFIG}"))?;
+    }
+    let commit = download
+        .commit
+        .context("no file was downloaded, so no commit is known")?;
+    repo.set_ref(&revision, &commit)?;
+    Ok(repo.snapshot(&commit))
+}
+
+/// The local folder of a Hub model, downloading what the cache lacks (nothing when
+/// `HF_HUB_OFFLINE` is set).
+pub fn fetch(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> {
+    let settings = Settings::from_env().with_context(|| format!("Hub model {repo_id}"))?;
+    fetch_with(&settings, repo_id, revision.unwrap_or("main"))
+        .with_context(|| format!("Hub model {repo_id}"))
+        .map_err(|e| settings.redact(e))
 }
