@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod interrupt;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod optim;
