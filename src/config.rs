@@ -368,12 +368,19 @@ impl TrainConfig {
         if let Err(why) = limits::check_seq_length("max_seq_length", self.max_seq_length, None) {
             bail!("{}: {why}", origin.locate("max_seq_length"));
         }
-        if let Err(why) = limits::check_batch_tokens(
-            "per_device_eval_batch_size",
-            self.per_device_eval_batch_size,
-            self.max_seq_length,
-        ) {
-            bail!("{}: {why}", origin.locate("per_device_eval_batch_size"));
+        for (key, value) in [
+            (
+                "per_device_train_batch_size",
+                self.per_device_train_batch_size,
+            ),
+            (
+                "per_device_eval_batch_size",
+                self.per_device_eval_batch_size,
+            ),
+        ] {
+            if let Err(why) = limits::check_batch_tokens(key, value, self.max_seq_length) {
+                bail!("{}: {why}", origin.locate(key));
+            }
         }
         if self.save_total_limit == Some(0) {
             fail("save_total_limit", "must be at least 1 (got 0)".into())?;

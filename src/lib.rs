@@ -19,6 +19,7 @@ pub mod optim;
 pub mod predict;
 pub mod rng;
 pub mod source;
+pub mod terminal;
 pub mod testing;
 pub mod tokenize;
 pub mod train;

@@ -384,6 +384,14 @@ fn batch_sizes_are_bounded() {
             "use per_device_eval_batch_size 8192 or less",
         ],
     );
+    let config = fx.config("per_device_train_batch_size = 100000");
+    fails_with(
+        fx.run(&["train", "--config", s(&config), "--max-steps", "1"]),
+        &[
+            "config.toml:",
+            "per_device_train_batch_size 100000 with max_seq_length 16",
+        ],
+    );
     assert!(!fx.path("run").exists());
     assert_no_temp_files(&fx.dir);
     std::fs::remove_dir_all(&fx.dir).unwrap();

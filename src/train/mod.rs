@@ -174,13 +174,12 @@ fn model_config_for_training(model_dir: &Path, config: &TrainConfig) -> Result<B
     if let Some(p) = config.classifier_dropout {
         c.classifier_dropout = Some(p);
     }
-    if config.max_seq_length > c.max_position_embeddings {
-        bail!(
-            "max_seq_length {} exceeds the model's max_position_embeddings {}",
-            config.max_seq_length,
-            c.max_position_embeddings
-        );
-    }
+    crate::limits::check_seq_length(
+        "max_seq_length",
+        config.max_seq_length,
+        Some(c.max_position_embeddings),
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok(c)
 }
 
@@ -327,7 +326,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
         "data: {} training rows, {} validation rows, labels [{}] (read and tokenized in {:.1} s)",
         data.train.examples.len(),
         data.validation.as_ref().map_or(0, |v| v.examples.len()),
-        data.labels.names().join(", "),
+        crate::terminal::printable(&data.labels.names().join(", ")),
         started.elapsed().as_secs_f64()
     );
     if let Some(c) = &resumed

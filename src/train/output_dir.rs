@@ -183,10 +183,7 @@ pub fn clear_previous_run(dir: &Path) -> Result<()> {
         kept.sort();
         eprintln!(
             "overwrite_output_dir: kept files bertcls does not write: {}",
-            kept.iter()
-                .map(|n| n.escape_debug().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::terminal::printable(&kept.join(", "))
         );
     }
     Ok(())
