@@ -22,7 +22,7 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";
 /// Files of the output folder copied into each checkpoint, so it is a usable model folder.
-const MODEL_FOLDER_FILES: [&str; 6] = [
+pub const MODEL_FOLDER_FILES: [&str; 6] = [
     "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
@@ -92,11 +92,16 @@ pub struct Checkpoint {
 }
 
 fn step_of(dir: &Path) -> Option<usize> {
-    dir.file_name()?
-        .to_str()?
-        .strip_prefix(PREFIX)?
-        .parse()
-        .ok()
+    step_of_name(dir.file_name()?.to_str()?)
+}
+
+fn step_of_name(name: &str) -> Option<usize> {
+    name.strip_prefix(PREFIX)?.parse().ok()
+}
+
+/// Whether `name` is that of a checkpoint folder, complete or not.
+pub fn is_checkpoint_name(name: &str) -> bool {
+    step_of_name(name).is_some()
 }
 
 /// Whether a checkpoint folder has every file resuming needs.

@@ -1,6 +1,7 @@
 //! The command line: argument definitions and thin wrappers over the library.
 
-use std::path::PathBuf;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -9,9 +10,12 @@ use crate::config::{TrainConfig, parse_override};
 use crate::data::{Columns, Format};
 use crate::device::{self, DeviceSpec};
 use crate::eval::{EvalOptions, evaluate_file};
-use crate::model::FineTuned;
+use crate::limits;
+use crate::metrics::Report;
+use crate::model::{BertConfig, FineTuned};
 use crate::predict::{OnError, PredictOptions, predict_file, predict_texts};
 use crate::source;
+pub use crate::terminal::printable;
 use crate::tokenize::{LengthStats, TextEncoder};
 use crate::train::Resume;
 
@@ -108,9 +112,11 @@ pub struct ModelArgs {
     pub model: String,
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Rows scored at once; at most 131072 tokens (rows × max_seq_length) per batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Truncation length (default: the one the model was trained with).
+    /// Truncation length, from 3 to the model's max_position_embeddings (default: the one
+    /// the model was trained with).
     #[arg(long)]
     pub max_seq_length: Option<usize>,
 }
@@ -189,12 +195,24 @@ pub fn error_line(error: &anyhow::Error) -> String {
             None => cause.to_string(),
         })
         .collect();
-    one_line(&causes.join(": "))
+    printable(&one_line(&causes.join(": "))).into_owned()
 }
 
 /// Collapses a multi-line message (clap's usage errors, errors from dependencies) to one line.
 pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A report whose label names are [`printable`], for the table.
+fn printable_report(report: &Report) -> Report {
+    let mut shown = report.clone();
+    for label in shown.labels.iter_mut() {
+        *label = printable(label).into_owned();
+    }
+    for class in shown.per_class.iter_mut() {
+        class.label = printable(&class.label).into_owned();
+    }
+    shown
 }
 
 fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
@@ -212,8 +230,28 @@ fn open_model(args: &ModelArgs) -> Result<(FineTuned, candle_core::Device)> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    if let Some(length) = args.max_seq_length {
+        check_seq_length(&dir, length)?;
+    }
     let model = FineTuned::load(&dir, args.max_seq_length, &device)?;
+    limits::check_batch_tokens(
+        "--batch-size",
+        args.batch_size,
+        model.tokenizer.max_length(),
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok((model, device))
+}
+
+/// `--max-seq-length` within the bounds train sets for `max_seq_length`; the upper one comes
+/// from the model's config.json where the folder has one (a folder may hold a tokenizer only).
+fn check_seq_length(model_dir: &Path, length: usize) -> Result<()> {
+    let positions = if model_dir.join("config.json").is_file() {
+        Some(BertConfig::load(model_dir)?.max_position_embeddings)
+    } else {
+        None
+    };
+    limits::check_seq_length("--max-seq-length", length, positions).map_err(anyhow::Error::msg)
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -234,6 +272,9 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
     if let Some(config_path) = &args.config {
         let config = TrainConfig::load(config_path, &[])?;
         let dir = source::resolve_first(&config.model_name_or_path.to_vec())?;
+        if let Some(length) = args.max_seq_length {
+            check_seq_length(&dir, length)?;
+        }
         let max_len = args.max_seq_length.unwrap_or(config.max_seq_length);
         let encoder = TextEncoder::load(&dir, max_len)?;
         let mut reports = Vec::new();
@@ -274,7 +315,7 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
             if !args.json {
                 println!(
                     "{}  (read and tokenized in {seconds:.2} s)\n{stats}\n",
-                    file.display()
+                    printable(&file.display().to_string())
                 );
             }
             reports.push(serde_json::json!({"file": file, "seconds": seconds, "stats": stats}));
@@ -288,6 +329,9 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
         bail!("give --config FILE, or --model SOURCE with --text TEXT");
     };
     let dir = source::resolve_first(std::slice::from_ref(model))?;
+    if let Some(length) = args.max_seq_length {
+        check_seq_length(&dir, length)?;
+    }
     let encoder = TextEncoder::load(&dir, args.max_seq_length.unwrap_or(usize::MAX))?;
     let tokenizer = encoder.tokenizer();
     let mut out = Vec::new();
@@ -309,8 +353,8 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
         if args.json {
             out.push(serde_json::json!({"text": text, "tokens": tokens, "ids": ids}));
         } else {
-            println!("{text}");
-            println!("  tokens: {}", tokens.join(" "));
+            println!("{}", printable(text));
+            println!("  tokens: {}", printable(&tokens.join(" ")));
             println!(
                 "  ids:    {}",
                 ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
@@ -393,6 +437,7 @@ fn train(args: TrainArgs) -> Result<()> {
 
 fn eval(args: EvalArgs) -> Result<()> {
     let (model, device) = open_model(&args.model)?;
+    crate::interrupt::install();
     let opts = EvalOptions {
         data: args.data,
         format: parse_format(args.format.as_deref())?,
@@ -408,22 +453,28 @@ fn eval(args: EvalArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{report}");
+        println!("{}", printable_report(&report));
     }
     Ok(())
 }
 
 fn predict(args: PredictArgs) -> Result<()> {
     let (model, device) = open_model(&args.model)?;
+    crate::interrupt::install();
     if !args.text.is_empty() {
         let predictions = predict_texts(&model, &args.text, args.model.batch_size, &device)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&predictions)?);
         } else {
             for p in &predictions {
-                println!("{}\t{:.4}\t{}", p.label, p.probability, p.text);
+                println!(
+                    "{}\t{:.4}\t{}",
+                    printable(&p.label),
+                    p.probability,
+                    printable(&p.text)
+                );
             }
-            let labels: Vec<&str> = predictions.iter().map(|p| p.label.as_str()).collect();
+            let labels: Vec<Cow<str>> = predictions.iter().map(|p| printable(&p.label)).collect();
             println!("[{}]", labels.join(", "));
         }
         return Ok(());
@@ -453,8 +504,9 @@ fn predict(args: PredictArgs) -> Result<()> {
     );
     if let Some(first) = &summary.first_skipped {
         eprintln!(
-            "skipped {} bad row(s), kept with an empty prediction; the first: {first}",
-            summary.skipped
+            "skipped {} bad row(s), kept with an empty prediction; the first: {}",
+            summary.skipped,
+            printable(first)
         );
     }
     if args.json {
@@ -468,6 +520,15 @@ fn predict(args: PredictArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_lines_show_control_characters_escaped() {
+        let error = anyhow::anyhow!("label `\u{1b}]0;owned\u{7}` was not seen");
+        assert_eq!(
+            error_line(&error),
+            "label `\\u{1b}]0;owned\\u{7}` was not seen"
+        );
+    }
 
     #[test]
     fn error_line_leaves_out_candle_backtraces() {

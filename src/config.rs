@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 use crate::device::DeviceSpec;
+use crate::limits;
 
 /// One model source or a list tried in order.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -364,14 +365,22 @@ impl TrainConfig {
                 fail(key, "must be at least 1 (got 0)".into())?;
             }
         }
-        if self.max_seq_length < 3 {
-            fail(
-                "max_seq_length",
-                format!(
-                    "must leave room for [CLS], [SEP] and a token (got {})",
-                    self.max_seq_length
-                ),
-            )?;
+        if let Err(why) = limits::check_seq_length("max_seq_length", self.max_seq_length, None) {
+            bail!("{}: {why}", origin.locate("max_seq_length"));
+        }
+        for (key, value) in [
+            (
+                "per_device_train_batch_size",
+                self.per_device_train_batch_size,
+            ),
+            (
+                "per_device_eval_batch_size",
+                self.per_device_eval_batch_size,
+            ),
+        ] {
+            if let Err(why) = limits::check_batch_tokens(key, value, self.max_seq_length) {
+                bail!("{}: {why}", origin.locate(key));
+            }
         }
         if self.save_total_limit == Some(0) {
             fail("save_total_limit", "must be at least 1 (got 0)".into())?;

@@ -200,6 +200,38 @@ fn missing_column(file: &Path, role: &str, column: &str, available: &[String]) -
     }
 }
 
+/// The names that head more than one column, with their 1-based positions: which of two
+/// `text` columns is scored, or which `label` is the truth, would be a guess, and the JSON
+/// Lines output could keep only one of them.
+fn repeated_names(headers: &[String]) -> Option<String> {
+    let mut repeated: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, name) in headers.iter().enumerate() {
+        if headers[..i].contains(name) {
+            continue;
+        }
+        let positions: Vec<usize> = (i..headers.len())
+            .filter(|&j| headers[j] == *name)
+            .map(|j| j + 1)
+            .collect();
+        if positions.len() > 1 {
+            repeated.push((name, positions));
+        }
+    }
+    if repeated.is_empty() {
+        return None;
+    }
+    Some(
+        repeated
+            .iter()
+            .map(|(name, positions)| {
+                let positions: Vec<String> = positions.iter().map(usize::to_string).collect();
+                format!("`{name}` (columns {})", positions.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
 impl RowReader {
     /// Opens `path` (or `-` for standard input) in `format`, checking that the columns exist.
     pub fn open(path: &Path, format: Format, columns: &Columns) -> Result<Self, DataError> {
@@ -243,6 +275,16 @@ impl RowReader {
                     return Err(DataError::File {
                         file,
                         message: "is empty: expected a header line naming the columns".into(),
+                    });
+                }
+                if let Some(repeated) = repeated_names(&headers) {
+                    return Err(DataError::Row {
+                        file,
+                        line: 1,
+                        message: format!(
+                            "repeated column names make the header ambiguous: {repeated}; \
+                             rename them so that each column has its own name"
+                        ),
                     });
                 }
                 let find = |role: &str, name: &str| {
@@ -763,6 +805,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains(":2: column"), "{e}");
+    }
+
+    #[test]
+    fn repeated_column_names_are_refused() {
+        let c = cols("text", Some("label"));
+        let e = read("dup.csv", b"label,text,id,text,label\n1,a,2,b,0\n", &c).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "dup.csv:1: repeated column names make the header ambiguous: `label` (columns \
+                 1, 5), `text` (columns 2, 4); rename them so that each column has its own name"
+            ),
+            "{e}"
+        );
+        let e = read("dup.tsv", b"text\t x\tx \n1\t2\t3\n", &c).unwrap_err();
+        assert!(e.to_string().contains("`x` (columns 2, 3)"), "{e}");
+        assert!(read("dup-empty.csv", b"text,,\na,,\n", &cols("text", None)).is_err());
+        assert!(read("one-empty.csv", b"text,\na,\n", &cols("text", None)).is_ok());
     }
 
     #[test]

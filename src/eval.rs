@@ -7,6 +7,7 @@ use candle_core::Device;
 use indicatif::ProgressBar;
 
 use crate::data::{self, Columns, Format, LabelSet};
+use crate::interrupt;
 use crate::metrics::Report;
 use crate::model::FineTuned;
 use crate::predict::{Scorer, argmax};
@@ -22,6 +23,10 @@ pub fn evaluate_encoded(
     progress: Option<&ProgressBar>,
 ) -> Result<Report> {
     let probs = scorer.probabilities(encoded, progress)?;
+    Ok(report(&probs, truth, labels))
+}
+
+fn report(probs: &[Vec<f32>], truth: &[usize], labels: &LabelSet) -> Report {
     let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
     let loss = probs
         .iter()
@@ -29,12 +34,7 @@ pub fn evaluate_encoded(
         .map(|(p, &t)| -(p[t].max(f32::MIN_POSITIVE) as f64).ln())
         .sum::<f64>()
         / truth.len().max(1) as f64;
-    Ok(Report::compute(
-        truth,
-        &predicted,
-        labels.names(),
-        Some(loss),
-    ))
+    Report::compute(truth, &predicted, labels.names(), Some(loss))
 }
 
 pub struct EvalOptions {
@@ -46,7 +46,7 @@ pub struct EvalOptions {
 }
 
 /// Evaluates a fine-tuned model folder on a labelled file. A label the model was not trained
-/// on is an error naming the row.
+/// on is an error naming the row. A signal caught by [`interrupt`] stops it between batches.
 pub fn evaluate_file(model: &FineTuned, opts: &EvalOptions, device: &Device) -> Result<Report> {
     let format = match opts.format {
         Some(f) => f,
@@ -63,7 +63,9 @@ pub fn evaluate_file(model: &FineTuned, opts: &EvalOptions, device: &Device) -> 
     let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
     let bar = ProgressBar::new(encoded.len() as u64);
     let scorer = Scorer::for_model(model, opts.batch_size, device);
-    let report = evaluate_encoded(&scorer, &encoded, &truth, &labels, Some(&bar))?;
+    let probs = scorer.probabilities_checked(&encoded, Some(&bar), &mut || {
+        Ok(interrupt::check(|| "evaluation stopped".into())?)
+    })?;
     bar.finish_and_clear();
-    Ok(report)
+    Ok(report(&probs, &truth, &labels))
 }

@@ -20,10 +20,15 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", bertcls::cli::error_line(&e));
             // As a shell reports a process ended by that signal.
-            match e.downcast_ref::<bertcls::train::Interrupted>() {
-                Some(i) => ExitCode::from((128 + i.signal) as u8),
-                None => ExitCode::FAILURE,
-            }
+            let signal = match (
+                e.downcast_ref::<bertcls::train::Interrupted>(),
+                e.downcast_ref::<bertcls::interrupt::Stopped>(),
+            ) {
+                (Some(i), _) => Some(i.signal),
+                (_, Some(s)) => Some(s.signal),
+                _ => None,
+            };
+            signal.map_or(ExitCode::FAILURE, |s| ExitCode::from((128 + s) as u8))
         }
     }
 }

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::atomic::AtomicFile;
 use crate::data::{Columns, Format, RawRecord, RowReader};
+use crate::interrupt;
 use crate::model::{BertClassifier, FineTuned};
 use crate::tokenize::{Batch, Encoded};
 
@@ -46,10 +47,22 @@ impl Scorer<'_> {
         encoded: &[Encoded],
         progress: Option<&ProgressBar>,
     ) -> Result<Vec<Vec<f32>>> {
+        self.probabilities_checked(encoded, progress, &mut || Ok(()))
+    }
+
+    /// As [`Self::probabilities`], calling `check` before each batch: an error from it stops
+    /// the scoring (a signal asking the process to stop, say).
+    pub fn probabilities_checked(
+        &self,
+        encoded: &[Encoded],
+        progress: Option<&ProgressBar>,
+        check: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Vec<Vec<f32>>> {
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].ids.len()));
         let mut out = vec![Vec::new(); encoded.len()];
         for chunk in order.chunks(self.batch_size.max(1)) {
+            check()?;
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let batch = Batch::collate(&items, self.pad_id, None, self.device)?;
             let logits = self
@@ -136,7 +149,8 @@ pub enum OnError {
     /// Stop with an error naming the row's line (the output file is not written).
     #[default]
     Fail,
-    /// Keep the row with an empty prediction, count it, and go on.
+    /// Keep the row with an empty prediction, count it, and go on. Its fields are cut or
+    /// padded to the header's width so that the prediction columns stay in place.
     SkipRow,
 }
 
@@ -172,7 +186,7 @@ impl Output {
 
     fn finish(self) -> Result<()> {
         match self {
-            Self::Stdout(mut w) => Ok(w.flush()?),
+            Self::Stdout(mut w) => w.flush().context("cannot write standard output"),
             Self::File(f) => f.commit(),
         }
     }
@@ -205,6 +219,32 @@ struct RowWriter {
     headers: Vec<String>,
     labels: Vec<String>,
     all_probabilities: bool,
+    /// The input and output as named in messages.
+    input: String,
+    output: String,
+    /// TSV output has no quoting: a field holding a tab or a line break cannot be written.
+    tsv: bool,
+}
+
+/// What in `field` a TSV file cannot hold, if anything.
+fn tsv_breaker(field: &str) -> Option<&'static str> {
+    if field.contains('\t') {
+        Some("a tab")
+    } else if field.contains(['\n', '\r']) {
+        Some("a line break")
+    } else {
+        None
+    }
+}
+
+/// The error for a field a TSV output cannot hold. bertcls reads TSV as GLUE writes it, with
+/// no quoting, and so do most readers: escaping would change the text in ways nothing reads
+/// back, and a tab or line break kept as is would split the row.
+fn tsv_error(place: String, what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{place} holds {what}, which a TSV output cannot hold (TSV has no quoting): write CSV \
+         or JSON Lines instead (name the output .csv or .jsonl, or pass --output-format)"
+    )
 }
 
 impl RowWriter {
@@ -217,14 +257,65 @@ impl RowWriter {
         added
     }
 
-    /// Writes one row; `probs` is `None` for a row skipped for `error`.
-    fn write(&mut self, raw: RawRecord, probs: Option<&[f32]>, error: Option<&str>) -> Result<()> {
+    /// Checks that the header and the label names fit the output format, and writes the
+    /// header of a CSV or TSV output.
+    fn start(&mut self) -> Result<()> {
+        let added = self.added();
+        if let Some(clash) = self.headers.iter().find(|h| added.contains(h)) {
+            bail!(
+                "{}: input already has a column `{clash}`, which predict would add",
+                self.input
+            );
+        }
+        if self.tsv {
+            for h in &self.headers {
+                if let Some(what) = tsv_breaker(h) {
+                    return Err(tsv_error(
+                        format!("{}:1: the name of column `{h}`", self.input),
+                        what,
+                    ));
+                }
+            }
+            for l in &self.labels {
+                if let Some(what) = tsv_breaker(l) {
+                    return Err(tsv_error(format!("the model's label `{l}`"), what));
+                }
+            }
+        }
+        let output = &self.output;
+        if let Sink::Delimited(w) = &mut self.sink {
+            w.write_record(self.headers.iter().chain(&added))
+                .with_context(|| format!("cannot write {output}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the row of input line `line`; `probs` is `None` for a row skipped for `error`.
+    fn write(
+        &mut self,
+        line: u64,
+        raw: RawRecord,
+        probs: Option<&[f32]>,
+        error: Option<&str>,
+    ) -> Result<()> {
         let best = probs.map(argmax);
         let added = self.added();
+        let output = &self.output;
         match (&mut self.sink, raw) {
             (Sink::Delimited(w), RawRecord::Fields(mut fields)) => {
-                if fields.len() < self.headers.len() {
-                    fields.resize(self.headers.len(), String::new());
+                // A row read well has exactly the header's fields; a ragged one skipped
+                // under skip-row is cut or padded so that no field lands under a prediction
+                // column (the row is counted and reported as skipped).
+                fields.resize(self.headers.len(), String::new());
+                if self.tsv {
+                    for (field, column) in fields.iter().zip(&self.headers) {
+                        if let Some(what) = tsv_breaker(field) {
+                            return Err(tsv_error(
+                                format!("{}:{line}: column `{column}`", self.input),
+                                what,
+                            ));
+                        }
+                    }
                 }
                 match (probs, best) {
                     (Some(p), Some(b)) => {
@@ -236,7 +327,8 @@ impl RowWriter {
                     }
                     _ => fields.resize(fields.len() + added.len(), String::new()),
                 }
-                w.write_record(&fields)?;
+                w.write_record(&fields)
+                    .with_context(|| format!("cannot write {output}"))?;
             }
             (Sink::Jsonl(_), RawRecord::Fields(fields)) => {
                 let object = self
@@ -245,12 +337,12 @@ impl RowWriter {
                     .cloned()
                     .zip(fields.into_iter().map(Value::String))
                     .collect();
-                return self.write(RawRecord::Object(object), probs, error);
+                return self.write(line, RawRecord::Object(object), probs, error);
             }
-            (Sink::Jsonl(_), RawRecord::Line(line)) => {
+            (Sink::Jsonl(_), RawRecord::Line(text)) => {
                 let mut object = Map::new();
-                object.insert("raw_line".into(), Value::String(line));
-                return self.write(RawRecord::Object(object), probs, error);
+                object.insert("raw_line".into(), Value::String(text));
+                return self.write(line, RawRecord::Object(object), probs, error);
             }
             (Sink::Jsonl(w), RawRecord::Object(mut object)) => {
                 match (probs, best) {
@@ -270,8 +362,10 @@ impl RowWriter {
                         }
                     }
                 }
-                serde_json::to_writer(&mut *w, &object)?;
-                w.write_all(b"\n")?;
+                serde_json::to_writer(&mut *w, &object)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| w.write_all(b"\n"))
+                    .with_context(|| format!("cannot write {output}"))?;
             }
             (Sink::Delimited(_), _) => {
                 bail!(
@@ -283,14 +377,61 @@ impl RowWriter {
     }
 
     fn finish(self) -> Result<()> {
+        let output = self.output;
         match self.sink {
             Sink::Delimited(w) => w
                 .into_inner()
-                .map_err(|e| anyhow::anyhow!("cannot write output: {}", e.error()))?
+                .map_err(|e| anyhow::anyhow!("cannot write {output}: {}", e.error()))?
                 .finish(),
             Sink::Jsonl(o) => o.finish(),
         }
     }
+}
+
+fn stream_name(path: &Path, stream: &str) -> String {
+    if path.as_os_str() == "-" {
+        stream.to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// The regular file behind `path`, or behind the standard stream `fd` for `-`.
+fn file_id(path: &Path, fd: std::os::fd::BorrowedFd) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = if path.as_os_str() == "-" {
+        std::fs::File::from(fd.try_clone_to_owned().ok()?)
+            .metadata()
+            .ok()?
+    } else {
+        std::fs::metadata(path).ok()?
+    };
+    // A terminal can be both standard input and output; only a regular file is clobbered.
+    meta.is_file().then(|| (meta.dev(), meta.ino()))
+}
+
+/// Refuses to write the predictions over their own input, whether named by the same path, a
+/// symbolic link, a hard link or a redirected standard stream: the output would replace (or,
+/// appended to, grow under) the data being read.
+fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let same = match (
+        file_id(input, stdin.as_fd()),
+        file_id(output, stdout.as_fd()),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        bail!(
+            "{}: is the input file {} itself; write the predictions to another file",
+            stream_name(output, "standard output"),
+            stream_name(input, "standard input")
+        );
+    }
+    Ok(())
 }
 
 fn resolve_format(path: &Path, given: Option<Format>, fallback: Format) -> Result<Format> {
@@ -324,6 +465,7 @@ pub fn predict_file(
     if input_format == Format::Jsonl && output_format != Format::Jsonl {
         bail!("JSON Lines input can only be written as JSON Lines (name the output .jsonl)");
     }
+    refuse_same_file(&opts.input, &opts.output)?;
     let output = Output::open(&opts.output)?;
     let sink = match output_format {
         Format::Jsonl => Sink::Jsonl(output),
@@ -344,27 +486,32 @@ pub fn predict_file(
         headers: reader.headers().to_vec(),
         labels: model.labels.names().to_vec(),
         all_probabilities: opts.all_probabilities,
+        input: stream_name(&opts.input, "standard input"),
+        output: stream_name(&opts.output, "standard output"),
+        tsv: output_format == Format::Tsv,
     };
-    let added = writer.added();
-    if let Some(clash) = writer.headers.iter().find(|h| added.contains(h)) {
-        bail!(
-            "{}: input already has a column `{clash}`, which predict would add",
-            opts.input.display()
-        );
-    }
-    if let Sink::Delimited(w) = &mut writer.sink {
-        w.write_record(writer.headers.iter().chain(&added))?;
-    }
+    writer.start()?;
 
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {pos} rows scored [{elapsed}] {per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     let scorer = Scorer::for_model(model, opts.batch_size, device);
+    let stopped = || {
+        if opts.output.as_os_str() == "-" {
+            "the predictions on standard output are incomplete".to_string()
+        } else if opts.output.exists() {
+            format!("{} is left as it was", opts.output.display())
+        } else {
+            format!("{} was not written", opts.output.display())
+        }
+    };
+    let mut check = || Ok(interrupt::check(stopped)?);
     let start = Instant::now();
     let (mut rows, mut skipped, mut first_skipped) = (0usize, 0usize, None);
     let chunk_rows = opts.chunk_rows.max(1);
     loop {
+        check()?;
         let mut chunk = Vec::with_capacity(chunk_rows);
         while chunk.len() < chunk_rows {
             match reader.next_record()? {
@@ -390,14 +537,16 @@ pub fn predict_file(
             .tokenizer
             .encode(&inputs)
             .with_context(|| format!("{}: cannot tokenize", opts.input.display()))?;
-        let mut probs = scorer.probabilities(&encoded, Some(&bar))?.into_iter();
+        let mut probs = scorer
+            .probabilities_checked(&encoded, Some(&bar), &mut check)?
+            .into_iter();
         for record in chunk {
             match record.row {
                 Ok(_) => {
                     let p = probs.next().context("a prediction per scored row")?;
-                    writer.write(record.raw, Some(&p), None)?;
+                    writer.write(record.line, record.raw, Some(&p), None)?;
                 }
-                Err(e) => writer.write(record.raw, None, Some(&e.to_string()))?,
+                Err(e) => writer.write(record.line, record.raw, None, Some(&e.to_string()))?,
             }
             rows += 1;
         }

@@ -4,6 +4,7 @@
 //! trainer_state.json and results files.
 
 pub mod dataset;
+pub mod output_dir;
 pub mod trainer;
 
 use std::collections::HashMap;
@@ -65,31 +66,15 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn check_output_dir(config: &TrainConfig) -> Result<()> {
-    let dir = &config.output_dir;
-    if dir.is_file() {
-        bail!("output_dir {} is a file", dir.display());
-    }
-    let non_empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
-    if non_empty && !config.overwrite_output_dir {
+/// Refuses a fresh run into a folder that holds an earlier run, unless told to replace it.
+fn check_output_dir_empty(config: &TrainConfig) -> Result<()> {
+    if output_dir::has_content(&config.output_dir) && !config.overwrite_output_dir {
         bail!(
             "output_dir {} is not empty: pass --resume to continue its training, or \
              --overwrite-output-dir (overwrite_output_dir = true) to replace it",
-            dir.display()
+            config.output_dir.display()
         );
     }
-    if non_empty {
-        for old in checkpoint::list(dir) {
-            std::fs::remove_dir_all(&old)
-                .with_context(|| format!("cannot remove {}", old.display()))?;
-        }
-    }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create output_dir {}", dir.display()))?;
-    let probe = dir.join(".bertcls-write-test");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("cannot write to output_dir {}", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
     Ok(())
 }
 
@@ -189,13 +174,12 @@ fn model_config_for_training(model_dir: &Path, config: &TrainConfig) -> Result<B
     if let Some(p) = config.classifier_dropout {
         c.classifier_dropout = Some(p);
     }
-    if config.max_seq_length > c.max_position_embeddings {
-        bail!(
-            "max_seq_length {} exceeds the model's max_position_embeddings {}",
-            config.max_seq_length,
-            c.max_position_embeddings
-        );
-    }
+    crate::limits::check_seq_length(
+        "max_seq_length",
+        config.max_seq_length,
+        Some(c.max_position_embeddings),
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok(c)
 }
 
@@ -299,6 +283,7 @@ fn open_checkpoint(
 pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcome> {
     let device = device::open(config.device_spec())?;
     eprintln!("device: {}", device::describe(&device));
+    let _lock = output_dir::RunLock::acquire(&config.output_dir)?;
     let resumed = match &resume {
         Some(r) => {
             let c = open_checkpoint(config, r, &device)?;
@@ -310,7 +295,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
             Some(c)
         }
         None => {
-            check_output_dir(config)?;
+            check_output_dir_empty(config)?;
             None
         }
     };
@@ -319,6 +304,18 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
         Some(c) => c.dir.clone(),
         None => source::resolve_first(&config.model_name_or_path.to_vec())?,
     };
+    if resumed.is_some() {
+        output_dir::remove_leftover_temporaries(&config.output_dir);
+    } else {
+        output_dir::check_not_model_source(
+            &config.output_dir,
+            &model_dir,
+            config.overwrite_output_dir,
+        )?;
+        if config.overwrite_output_dir {
+            output_dir::clear_previous_run(&config.output_dir)?;
+        }
+    }
     eprintln!("model: {}", model_dir.display());
     let model_config = model_config_for_training(&model_dir, config)?;
     let tokenizer = TextEncoder::load(&model_dir, config.max_seq_length)?;
@@ -329,7 +326,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
         "data: {} training rows, {} validation rows, labels [{}] (read and tokenized in {:.1} s)",
         data.train.examples.len(),
         data.validation.as_ref().map_or(0, |v| v.examples.len()),
-        data.labels.names().join(", "),
+        crate::terminal::printable(&data.labels.names().join(", ")),
         started.elapsed().as_secs_f64()
     );
     if let Some(c) = &resumed
@@ -374,7 +371,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
     let eval = run.best_report();
 
     let mut all = serde_json::to_value(&metrics)?;
-    atomic::write_json(config.output_dir.join("train_results.json"), &metrics)?;
+    atomic::write_json(config.output_dir.join(output_dir::TRAIN_RESULTS), &metrics)?;
     if let Some(report) = &eval {
         let eval_json = json!({
             "eval_accuracy": report.accuracy,
@@ -384,14 +381,14 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
             "eval_samples": report.examples,
             "report": report,
         });
-        atomic::write_json(config.output_dir.join("eval_results.json"), &eval_json)?;
+        atomic::write_json(config.output_dir.join(output_dir::EVAL_RESULTS), &eval_json)?;
         if let (Some(a), Some(e)) = (all.as_object_mut(), eval_json.as_object()) {
             for (k, v) in e.iter().filter(|(k, _)| *k != "report") {
                 a.insert(k.clone(), v.clone());
             }
         }
     }
-    atomic::write_json(config.output_dir.join("all_results.json"), &all)?;
+    atomic::write_json(config.output_dir.join(output_dir::ALL_RESULTS), &all)?;
     Ok(TrainOutcome {
         output_dir: config.output_dir.clone(),
         metrics,

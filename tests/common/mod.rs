@@ -71,6 +71,25 @@ pub fn fails_with(out: Output, needles: &[&str]) -> String {
     last
 }
 
+/// Fails if any temporary file of [`bertcls::atomic::AtomicFile`] (`.NAME.tmp-...`) remains
+/// anywhere under `dir`.
+pub fn assert_no_temp_files(dir: &Path) {
+    let mut left = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else if name.starts_with('.') && name.contains(bertcls::atomic::TEMP_MARKER) {
+                left.push(entry.path());
+            }
+        }
+    }
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
