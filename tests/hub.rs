@@ -173,7 +173,7 @@ fn assert_token_unseen(out: &Output, dir: &Path) {
 fn no_partial_files(cache: &Path) {
     let partial: Vec<PathBuf> = files_under(cache)
         .into_iter()
-        .filter(|f| f.to_string_lossy().contains(".incomplete"))
+        .filter(|f| f.to_string_lossy().contains(bertcls::atomic::TEMP_MARKER))
         .collect();
     assert!(partial.is_empty(), "left behind: {partial:?}");
 }

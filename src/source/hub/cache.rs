@@ -6,11 +6,11 @@
 //! that can only be built by a check, so that nothing unchecked names a path.
 
 use std::fmt;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+
+use crate::atomic::AtomicFile;
 
 /// A header value as it may appear in a message: control characters escaped, long values cut.
 pub fn shown(value: &str) -> String {
@@ -135,33 +135,19 @@ impl RepoCache {
     }
 
     /// Writes a blob through `fill`, into a temporary file created exclusively under a random
-    /// name beside it, renamed into place only once `fill` succeeds. On any failure the
-    /// temporary file is removed and no blob appears.
+    /// name beside it (see [`crate::atomic`]), renamed into place only once `fill` succeeds.
+    /// On any failure the temporary file is removed and no blob appears.
     pub fn store_blob(
         &self,
         etag: &Etag,
-        fill: impl FnOnce(&mut File) -> Result<()>,
+        fill: impl FnOnce(&mut AtomicFile) -> Result<()>,
     ) -> Result<()> {
-        let dest = self.blob(etag);
         let dir = self.dir.join("blobs");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        // Mode 0666 less the umask, as for any new file (and as Python leaves blobs), rather
-        // than tempfile's 0600: the cache may be shared.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!("{etag}."))
-            .suffix(".incomplete")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(&dir)
-            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-        fill(tmp.as_file_mut())?;
-        tmp.as_file()
-            .sync_all()
-            .with_context(|| format!("cannot write {}", dest.display()))?;
-        tmp.persist(&dest).map_err(|e| e.error).with_context(|| {
-            format!("cannot move the download into place at {}", dest.display())
-        })?;
-        Ok(())
+        let mut file = AtomicFile::create(self.blob(etag))?;
+        fill(&mut file)?;
+        file.commit()
     }
 
     /// Links `snapshots/COMMIT/FILE` to its blob with the relative link Python writes.
@@ -200,17 +186,7 @@ impl RepoCache {
         let path = self.ref_path(revision);
         let dir = path.parent().context("a ref path has a parent")?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".ref.")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-        tmp.write_all(commit.0.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        tmp.persist(&path)
-            .map_err(|e| e.error)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
+        crate::atomic::write(&path, commit.0.as_bytes())
     }
 }
 

@@ -5,7 +5,6 @@
 //! Redirects are followed here, not by ureq, so that the token goes only to the endpoint's own
 //! origin (scheme, host and port) and never across hosts, and so that their number is bounded.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -209,7 +208,13 @@ impl<'a> Client<'a> {
 
     /// Streams the file at `url` into `out`, checking its length against the announced `size`
     /// and the response's Content-Length, and never writing more than [`MAX_FILE_BYTES`].
-    pub fn download(&self, url: Url, size: Option<u64>, name: &str, out: &mut File) -> Result<()> {
+    pub fn download(
+        &self,
+        url: Url,
+        size: Option<u64>,
+        name: &str,
+        out: &mut impl Write,
+    ) -> Result<()> {
         let mut url = url;
         let mut redirects = 0;
         let response = loop {
@@ -249,12 +254,7 @@ impl<'a> Client<'a> {
         let mut buffer = vec![0u8; 1 << 16];
         let mut written = 0u64;
         loop {
-            if let Some(signal) = crate::interrupt::requested() {
-                bail!(
-                    "download of {name} stopped by {}",
-                    crate::interrupt::name(signal)
-                );
-            }
+            crate::interrupt::check(|| format!("the partial download of {name} is removed"))?;
             let n = match body.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => n,
