@@ -15,6 +15,7 @@ pub mod interrupt;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod panics;
 pub mod predict;
 pub mod rng;
 pub mod source;
