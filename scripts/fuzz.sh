@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the data reader and the config parser with cargo-fuzz (libFuzzer + AddressSanitizer)
-# for SECONDS each (default 60), and prints each target's executions and crashes.
+# Fuzzes the data reader, the config parser, the PyTorch checkpoint reader and config.json
+# with cargo-fuzz (libFuzzer + AddressSanitizer) for SECONDS each (default 60), and prints
+# each target's executions and crashes.
 #
 #   scripts/fuzz.sh 600
 #
@@ -18,9 +19,13 @@ for f in data/smoke/train.csv; do printf '\x00' | cat - "$f" > "fuzz/corpus/data
 head -50 data/sst2/dev.tsv | { printf '\x01'; sed 's/content/text/'; } > fuzz/corpus/data_reader/tsv-dev
 printf '\x0a{"text":"a","label":1}\n{"text":"b","label":"x"}\n' > fuzz/corpus/data_reader/jsonl
 for f in configs/*.toml; do cp "$f" "fuzz/corpus/config/$(basename "$f")"; done
+mkdir -p fuzz/corpus/pickle fuzz/corpus/config_json
+printf '\x01' | cat - tests/fixtures/tiny-bert-bin/pytorch_model.bin > fuzz/corpus/pickle/archive
+{ printf '\x00'; unzip -p tests/fixtures/tiny-bert-bin/pytorch_model.bin '*/data.pkl'; } > fuzz/corpus/pickle/data.pkl
+for f in tests/fixtures/*/config.json; do cp "$f" "fuzz/corpus/config_json/$(basename "$(dirname "$f")").json"; done
 
 status=0
-for target in data_reader config; do
+for target in data_reader config pickle config_json; do
   log="fuzz/fuzz-$target.log"
   if cargo fuzz run "$target" --fuzz-dir fuzz -- -max_total_time="$seconds" -print_final_stats=1 > "$log" 2>&1; then
     result=ok

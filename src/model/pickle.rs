@@ -63,6 +63,8 @@ pub struct TensorRecord {
 pub struct TorchCheckpoint<R> {
     zip: zip::ZipArchive<R>,
     records: Vec<TensorRecord>,
+    /// Where each name's record is.
+    index: HashMap<String, usize>,
 }
 
 impl<R: Read + Seek> TorchCheckpoint<R> {
@@ -83,25 +85,21 @@ impl<R: Read + Seek> TorchCheckpoint<R> {
         if bytes.len() as u64 > MAX_PICKLE_BYTES {
             return Err(PickleError::PickleTooLarge);
         }
-        let machine = Machine::run(&bytes)?;
-        let mut records: Vec<TensorRecord> = Vec::new();
-        let mut positions: HashMap<String, usize> = HashMap::new();
-        for (name, value) in machine.state_dict()? {
-            let Some(mut record) = machine.tensor_record(&name, value)? else {
-                continue;
-            };
+        let mut records = parse_state_dict(&bytes)?;
+        for record in &mut records {
             record.storage = format!("{prefix}data/{}", record.storage);
-            check_against_storage(&mut zip, &record)?;
-            // A key set twice keeps its last value, as in Python.
-            match positions.get(&name) {
-                Some(&i) => records[i] = record,
-                None => {
-                    positions.insert(name, records.len());
-                    records.push(record);
-                }
-            }
+            check_against_storage(&mut zip, record)?;
         }
-        Ok(Self { zip, records })
+        let index = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
+        Ok(Self {
+            zip,
+            records,
+            index,
+        })
     }
 
     pub fn records(&self) -> &[TensorRecord] {
@@ -111,11 +109,10 @@ impl<R: Read + Seek> TorchCheckpoint<R> {
     /// Reads one tensor onto the CPU; its size was checked against its storage on opening.
     pub fn tensor(&mut self, name: &str) -> Result<Tensor> {
         let record = self
-            .records
-            .iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| tensor_error(name, "not in the checkpoint"))?
-            .clone();
+            .index
+            .get(name)
+            .map(|&i| self.records[i].clone())
+            .ok_or_else(|| tensor_error(name, "not in the checkpoint"))?;
         let dtype = record
             .dtype
             .ok_or_else(|| tensor_error(name, "its storage type is not supported"))?;
@@ -148,6 +145,28 @@ impl<R: Read + Seek> TorchCheckpoint<R> {
         };
         tensor.map_err(|e| tensor_error(name, &e.to_string()))
     }
+}
+
+/// The tensor records of a pickled state dict (the bytes of `data.pkl`), unchecked
+/// against any storage.
+pub fn parse_state_dict(pickle: &[u8]) -> Result<Vec<TensorRecord>> {
+    let machine = Machine::run(pickle)?;
+    let mut records: Vec<TensorRecord> = Vec::new();
+    let mut positions: HashMap<String, usize> = HashMap::new();
+    for (name, value) in machine.state_dict()? {
+        let Some(record) = machine.tensor_record(&name, value)? else {
+            continue;
+        };
+        // A key set twice keeps its last value, as in Python.
+        match positions.get(&name) {
+            Some(&i) => records[i] = record,
+            None => {
+                positions.insert(name, records.len());
+                records.push(record);
+            }
+        }
+    }
+    Ok(records)
 }
 
 fn tensor_error(name: &str, message: &str) -> PickleError {
@@ -687,4 +706,88 @@ fn is_dense(shape: &[usize], stride: &[usize], row_major: bool) -> bool {
         expected = expected.saturating_mul(shape[i] as u64);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Write};
+
+    use super::*;
+
+    /// A state dict of one f32 tensor `t` of `shape` and `stride` over storage `0`.
+    fn pickle(shape: &[u8], stride: &[u8]) -> Vec<u8> {
+        let tuple = |dims: &[u8]| {
+            let mut out = vec![b'('];
+            for &d in dims {
+                out.extend([b'K', d]);
+            }
+            out.push(b't');
+            out
+        };
+        let mut p = b"\x80\x02}X\x01\x00\x00\x00tctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06tQK\x00".to_vec();
+        p.extend(tuple(shape));
+        p.extend(tuple(stride));
+        p.extend(b"\x89NtRs.");
+        p
+    }
+
+    fn archive(pickle: &[u8], storage: &[u8], method: zip::CompressionMethod) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default().compression_method(method);
+        zip.start_file("archive/data.pkl", options).unwrap();
+        zip.write_all(pickle).unwrap();
+        zip.start_file("archive/data/0", options).unwrap();
+        zip.write_all(storage).unwrap();
+        zip.finish().unwrap().into_inner()
+    }
+
+    fn storage() -> Vec<u8> {
+        (0..6).flat_map(|v| (v as f32).to_le_bytes()).collect()
+    }
+
+    fn read(pickle: &[u8], method: zip::CompressionMethod) -> Result<Tensor> {
+        let bytes = archive(pickle, &storage(), method);
+        TorchCheckpoint::new(Cursor::new(bytes))?.tensor("t")
+    }
+
+    #[test]
+    fn reads_row_and_column_major_tensors() {
+        let stored = zip::CompressionMethod::Stored;
+        let rows = read(&pickle(&[2, 3], &[3, 1]), stored).unwrap();
+        assert_eq!(rows.to_vec2::<f32>().unwrap(), [[0., 1., 2.], [3., 4., 5.]]);
+        let columns = read(&pickle(&[2, 3], &[1, 2]), stored).unwrap();
+        assert_eq!(
+            columns.to_vec2::<f32>().unwrap(),
+            [[0., 2., 4.], [1., 3., 5.]]
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_storage_cannot_hold() {
+        let stored = zip::CompressionMethod::Stored;
+        let e = read(&pickle(&[2, 4], &[4, 1]), stored).unwrap_err();
+        assert!(e.to_string().contains("needs more elements"), "{e}");
+        let e = read(&pickle(&[2, 3], &[1, 1]), stored).unwrap_err();
+        assert!(e.to_string().contains("non-contiguous"), "{e}");
+        let e = read(&pickle(&[2, 3], &[3, 1]), zip::CompressionMethod::Deflated).unwrap_err();
+        assert!(e.to_string().contains("compressed"), "{e}");
+    }
+
+    #[test]
+    fn malformed_pickles_are_errors() {
+        for bad in [
+            &b""[..],
+            b"\x80\x02",
+            b"\x80\x02N.",
+            b"\x80\x02(t\x85.",
+            b"\x80\x02\xff",
+        ] {
+            assert!(parse_state_dict(bad).is_err(), "{bad:?}");
+        }
+        let nested: Vec<u8> = [&b"\x80\x02N"[..], &[0x85; 100_000], b"."].concat();
+        assert!(matches!(
+            parse_state_dict(&nested),
+            Err(PickleError::NotStateDict)
+        ));
+    }
 }
