@@ -335,7 +335,9 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("bertcls-tok-{}-{max_length}", std::process::id()));
         write_vocab(&dir);
-        TextEncoder::load(&dir, max_length).unwrap()
+        let encoder = TextEncoder::load(&dir, max_length).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        encoder
     }
 
     #[test]
@@ -397,6 +399,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bertcls-notok-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let e = TextEncoder::load(&dir, 8).err().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(e.to_string().contains("has no tokenizer"), "{e}");
     }
 }

@@ -207,6 +207,7 @@ fn a_shape_of_2_pow_60_elements_is_refused_before_allocating() {
         train(&fx, &base),
         &["pytorch_model.bin", "query.weight", "needs more elements"],
     );
+    std::fs::remove_dir_all(&fx.dir).unwrap();
 }
 
 #[test]
@@ -235,6 +236,7 @@ fn a_pickle_nested_100000_deep_is_an_error_not_a_stack_overflow() {
         train(&fx, &model),
         &["pytorch_model.bin", "does not hold a state dict"],
     );
+    std::fs::remove_dir_all(&fx.dir).unwrap();
 }
 
 /// A copy of a tiny model folder with one config.json value replaced.
@@ -283,6 +285,7 @@ fn config_sizes_are_bounded_and_checked_against_the_weights() {
             "has 64 rows",
         ],
     );
+    std::fs::remove_dir_all(&fx.dir).unwrap();
 }
 
 /// A copy of the parity fixture (a tiny fine-tuned model with a tokenizer.json) whose
@@ -333,4 +336,5 @@ fn a_tokenizer_regex_that_never_finishes_is_an_error() {
     );
     // An ordinary text still works with the same tokenizer.
     ok(fx.run(&["predict", "--model", s(&model), "--text", "good"]));
+    std::fs::remove_dir_all(&fx.dir).unwrap();
 }
