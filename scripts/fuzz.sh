@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the data reader, the config parser and the wheel unpacker with cargo-fuzz (libFuzzer +
-# AddressSanitizer) for SECONDS each (default 60), and prints each target's executions and
-# crashes.
+# Fuzzes the data reader, the config parser, the wheel unpacker, the PyTorch checkpoint reader
+# and config.json with cargo-fuzz (libFuzzer + AddressSanitizer) for SECONDS each (default 60),
+# and prints each target's executions and crashes.
 #
 #   scripts/fuzz.sh 600
 #
@@ -33,8 +33,13 @@ for name, method in [("stored", zipfile.ZIP_STORED), ("deflated", zipfile.ZIP_DE
         z.writestr("pkg-0.1.dist-info/METADATA", "Name: pkg\nVersion: 0.1\n")
 EOF
 
+mkdir -p fuzz/corpus/pickle fuzz/corpus/config_json
+printf '\x01' | cat - tests/fixtures/tiny-bert-bin/pytorch_model.bin > fuzz/corpus/pickle/archive
+{ printf '\x00'; unzip -p tests/fixtures/tiny-bert-bin/pytorch_model.bin '*/data.pkl'; } > fuzz/corpus/pickle/data.pkl
+for f in tests/fixtures/*/config.json; do cp "$f" "fuzz/corpus/config_json/$(basename "$(dirname "$f")").json"; done
+
 status=0
-for target in data_reader config wheel; do
+for target in data_reader config wheel pickle config_json; do
   log="fuzz/fuzz-$target.log"
   if cargo fuzz run "$target" --fuzz-dir fuzz -- -max_total_time="$seconds" -print_final_stats=1 > "$log" 2>&1; then
     result=ok

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod panics;
 pub mod predict;
 pub mod rng;
 pub mod source;

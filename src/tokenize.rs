@@ -24,6 +24,8 @@ pub struct Encoded {
 /// A tokenizer set up for classification inputs of at most `max_length` tokens.
 #[derive(Clone)]
 pub struct TextEncoder {
+    /// The file the tokenizer came from, named in encoding errors.
+    origin: String,
     tokenizer: Tokenizer,
     /// The same tokenizer with truncation at `max_length` set.
     truncating: Tokenizer,
@@ -79,10 +81,10 @@ fn tokenizer_from_vocab(dir: &Path) -> Result<Tokenizer> {
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let json = dir.join("tokenizer.json");
     let mut tokenizer = if json.is_file() {
-        Tokenizer::from_file(&json)
-            .map_err(|e| anyhow::anyhow!("{}: {}", json.display(), tokenizer_error(e)))?
+        crate::panics::contain(|| Tokenizer::from_file(&json).map_err(tokenizer_error))
+            .with_context(|| json.display().to_string())?
     } else if dir.join("vocab.txt").is_file() {
-        tokenizer_from_vocab(dir)?
+        crate::panics::contain(|| tokenizer_from_vocab(dir))?
     } else {
         bail!(
             "{}: model folder has no tokenizer (tokenizer.json or vocab.txt)",
@@ -97,7 +99,8 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
 }
 
 impl TextEncoder {
-    pub fn new(tokenizer: Tokenizer, max_length: usize) -> Result<Self> {
+    /// `origin` names the tokenizer in errors (its file, usually).
+    pub fn new(tokenizer: Tokenizer, max_length: usize, origin: &str) -> Result<Self> {
         let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
         let unk_id = tokenizer.token_to_id("[UNK]");
         let mut truncating = tokenizer.clone();
@@ -110,6 +113,7 @@ impl TextEncoder {
             }))
             .map_err(tokenizer_error)?;
         Ok(Self {
+            origin: origin.to_string(),
             tokenizer,
             truncating,
             max_length,
@@ -119,7 +123,17 @@ impl TextEncoder {
     }
 
     pub fn load(dir: &Path, max_length: usize) -> Result<Self> {
-        Self::new(load_tokenizer(dir)?, max_length)
+        let json = dir.join("tokenizer.json");
+        let origin = if json.is_file() {
+            json
+        } else {
+            dir.join("vocab.txt")
+        };
+        Self::new(
+            load_tokenizer(dir)?,
+            max_length,
+            &origin.display().to_string(),
+        )
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -141,12 +155,23 @@ impl TextEncoder {
     /// Encodes texts (and second texts of pairs), truncated to `max_length` tokens with the
     /// longer of a pair shortened first, as `transformers` does.
     pub fn encode(&self, inputs: &[(&str, Option<&str>)]) -> Result<Vec<Encoded>> {
-        encode_with(&self.truncating, inputs)
+        self.encode_using(&self.truncating, inputs)
     }
 
     /// As [`TextEncoder::encode`] without truncation: for length statistics.
     pub fn encode_untruncated(&self, inputs: &[(&str, Option<&str>)]) -> Result<Vec<Encoded>> {
-        encode_with(&self.tokenizer, inputs)
+        self.encode_using(&self.tokenizer, inputs)
+    }
+
+    /// A tokenizer.json's normalizer and pre-tokenizer run regular expressions from the
+    /// file: one that backtracks without end makes the regex engine panic, contained here.
+    fn encode_using(
+        &self,
+        tokenizer: &Tokenizer,
+        inputs: &[(&str, Option<&str>)],
+    ) -> Result<Vec<Encoded>> {
+        crate::panics::contain(|| encode_with(tokenizer, inputs))
+            .with_context(|| format!("{}: cannot tokenize", self.origin))
     }
 
     /// Writes `tokenizer.json` into a model folder, without padding or truncation baked in.
@@ -310,7 +335,9 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("bertcls-tok-{}-{max_length}", std::process::id()));
         write_vocab(&dir);
-        TextEncoder::load(&dir, max_length).unwrap()
+        let encoder = TextEncoder::load(&dir, max_length).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        encoder
     }
 
     #[test]
@@ -372,6 +399,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bertcls-notok-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let e = TextEncoder::load(&dir, 8).err().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(e.to_string().contains("has no tokenizer"), "{e}");
     }
 }

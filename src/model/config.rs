@@ -31,6 +31,17 @@ fn default_position_type() -> String {
     "absolute".into()
 }
 
+// Bounds far above any published BERT (BERT-large: vocabulary 30,522, hidden size 1,024,
+// 24 layers, 4,096 intermediate, 512 positions) that stop a hostile config.json from making
+// bertcls plan a model of 10^9 layers before the weights file is even opened.
+const MAX_VOCAB_SIZE: usize = 1 << 22;
+const MAX_HIDDEN_SIZE: usize = 1 << 16;
+const MAX_LAYERS: usize = 1024;
+const MAX_INTERMEDIATE_SIZE: usize = 1 << 18;
+const MAX_POSITIONS: usize = 1 << 20;
+const MAX_TYPE_VOCAB_SIZE: usize = 1 << 16;
+const MAX_LABELS: usize = 1 << 20;
+
 /// The activation between the two feed-forward layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -100,8 +111,58 @@ impl BertConfig {
         {
             bail!("model_type is `{t}`: bertcls runs BERT models only");
         }
-        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.num_hidden_layers == 0 {
-            bail!("hidden_size, num_attention_heads and num_hidden_layers must be positive");
+        for (field, value, max) in [
+            ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN_SIZE),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            (
+                "num_attention_heads",
+                self.num_attention_heads,
+                MAX_HIDDEN_SIZE,
+            ),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_INTERMEDIATE_SIZE,
+            ),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+            ("type_vocab_size", self.type_vocab_size, MAX_TYPE_VOCAB_SIZE),
+        ] {
+            if value == 0 || value > max {
+                bail!("{field} is {value}: it must be between 1 and {max}");
+            }
+        }
+        let labels = self.id2label.as_ref().map_or(0, BTreeMap::len);
+        if labels > MAX_LABELS {
+            bail!("id2label has {labels} labels: at most {MAX_LABELS} are supported");
+        }
+        for (field, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
+            ("classifier_dropout", self.classifier_dropout_prob()),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                bail!("{field} is {p}: it must be at least 0 and below 1");
+            }
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            bail!(
+                "layer_norm_eps is {}: it must be positive",
+                self.layer_norm_eps
+            );
+        }
+        if !(self.initializer_range.is_finite() && self.initializer_range >= 0.0) {
+            bail!(
+                "initializer_range is {}: it must be a finite non-negative number",
+                self.initializer_range
+            );
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!(

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod encoder;
 pub mod ops;
+pub mod pickle;
 pub mod weights;
 
 use std::collections::HashMap;

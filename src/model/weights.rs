@@ -3,12 +3,17 @@
 //! `config.json`, initialising a new classification head, and writing `model.safetensors`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
+use safetensors::SafeTensors;
 
 use super::config::BertConfig;
+use super::pickle::TorchCheckpoint;
 use crate::rng::Rng;
 
 /// Named tensors a model is built from.
@@ -125,33 +130,167 @@ pub fn checkpoint_file(dir: &Path) -> Result<PathBuf> {
     )
 }
 
-/// Reads every tensor of a checkpoint file onto the CPU.
-pub fn read_checkpoint(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
-    if is_safetensors {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let map = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not a valid safetensors file (truncated or corrupt?): {e}",
-                path.display()
-            )
-        })?;
-        Ok(map.into_iter().collect())
-    } else {
-        candle_core::pickle::read_all(path).map_err(|e| {
-            anyhow::anyhow!("{}: not a readable PyTorch checkpoint: {e}", path.display())
+/// An opened weights file: the names and shapes of its tensors, known before any tensor
+/// is read, so that they can be checked against `config.json` first.
+pub struct Checkpoint {
+    path: PathBuf,
+    shapes: Vec<(String, Vec<usize>)>,
+    format: Format,
+}
+
+enum Format {
+    /// The whole file: safetensors' header gives every tensor's place in it.
+    Safetensors(Vec<u8>),
+    Torch(Box<TorchCheckpoint<BufReader<File>>>),
+}
+
+impl Checkpoint {
+    pub fn open(path: &Path) -> Result<Self> {
+        let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+        let (format, shapes) = if is_safetensors {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let shapes = SafeTensors::deserialize(&bytes)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: not a valid safetensors file (truncated or corrupt?): {e}",
+                        path.display()
+                    )
+                })?
+                .tensors()
+                .into_iter()
+                .map(|(name, view)| (name, view.shape().to_vec()))
+                .collect();
+            (Format::Safetensors(bytes), shapes)
+        } else {
+            let file =
+                File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let torch = TorchCheckpoint::new(BufReader::new(file)).map_err(|e| {
+                anyhow::anyhow!("{}: not a readable PyTorch checkpoint: {e}", path.display())
+            })?;
+            let shapes = torch
+                .records()
+                .iter()
+                .map(|r| (r.name.clone(), r.shape.clone()))
+                .collect();
+            (Format::Torch(Box::new(torch)), shapes)
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            shapes,
+            format,
         })
     }
+
+    /// Every tensor's name, as the file spells it, and shape.
+    pub fn shapes(&self) -> &[(String, Vec<usize>)] {
+        &self.shapes
+    }
+
+    /// Reads one tensor onto the CPU.
+    pub fn tensor(&mut self, name: &str) -> Result<Tensor> {
+        let tensor = match &mut self.format {
+            Format::Safetensors(bytes) => SafeTensors::deserialize(bytes)
+                .and_then(|st| st.tensor(name))
+                .map_err(anyhow::Error::from)
+                .and_then(|view| Ok(view.load(&Device::Cpu)?)),
+            Format::Torch(torch) => torch.tensor(name).map_err(anyhow::Error::from),
+        };
+        tensor.with_context(|| format!("{}: cannot read tensor `{name}`", self.path.display()))
+    }
+
+    /// The file's tensors under transformers' names: canonical name -> (name in the file,
+    /// shape). A name given twice (with and without the `bert.` prefix) keeps the last.
+    fn canonical(&self) -> BTreeMap<String, (String, Vec<usize>)> {
+        self.shapes
+            .iter()
+            .filter_map(|(name, shape)| {
+                canonical_name(name).map(|c| (c, (name.clone(), shape.clone())))
+            })
+            .collect()
+    }
+}
+
+/// Checks the sizes in `config.json` that set how many tensors there are and how large the
+/// new head is against the checkpoint, before any of them is used: a config claiming a
+/// thousand layers or another hidden size is an error naming the field, not an attempt to
+/// build that model. The shape of every other tensor is checked as it is loaded.
+fn check_config(
+    config: &BertConfig,
+    dir: &Path,
+    checkpoint: &Checkpoint,
+    found: &BTreeMap<String, (String, Vec<usize>)>,
+) -> Result<()> {
+    let config_path = dir.join("config.json");
+    let file = checkpoint
+        .path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let embedding = |what: &str, field: &str, rows: usize| -> Result<()> {
+        let name = format!("bert.embeddings.{what}.weight");
+        let Some((_, shape)) = found.get(&name) else {
+            bail!("{}: missing tensor `{name}`", checkpoint.path.display());
+        };
+        if shape.len() != 2 {
+            bail!(
+                "{}: tensor `{name}` has shape {shape:?}, not (rows, hidden_size)",
+                checkpoint.path.display()
+            );
+        }
+        if shape[0] != rows {
+            bail!(
+                "{}: {field} is {rows} but `{name}` in {file} has {} rows",
+                config_path.display(),
+                shape[0]
+            );
+        }
+        if shape[1] != config.hidden_size {
+            bail!(
+                "{}: hidden_size is {} but `{name}` in {file} has {} columns",
+                config_path.display(),
+                config.hidden_size,
+                shape[1]
+            );
+        }
+        Ok(())
+    };
+    embedding("word_embeddings", "vocab_size", config.vocab_size)?;
+    embedding(
+        "position_embeddings",
+        "max_position_embeddings",
+        config.max_position_embeddings,
+    )?;
+    embedding(
+        "token_type_embeddings",
+        "type_vocab_size",
+        config.type_vocab_size,
+    )?;
+    let layers = (0..)
+        .take_while(|l| {
+            let prefix = format!("bert.encoder.layer.{l}.");
+            found
+                .range(prefix.clone()..)
+                .next()
+                .is_some_and(|(n, _)| n.starts_with(&prefix))
+        })
+        .count();
+    if config.num_hidden_layers > layers {
+        bail!(
+            "{}: num_hidden_layers is {} but {file} has {layers} layer(s)",
+            config_path.display(),
+            config.num_hidden_layers
+        );
+    }
+    Ok(())
 }
 
 /// The number of classes of the checkpoint's classifier, if it has one.
 pub fn classifier_size(dir: &Path) -> Result<Option<usize>> {
-    let tensors = read_checkpoint(&checkpoint_file(dir)?)?;
-    Ok(tensors
-        .iter()
-        .find(|(name, _)| canonical_name(name).as_deref() == Some("classifier.weight"))
-        .and_then(|(_, t)| t.dims().first().copied()))
+    let checkpoint = Checkpoint::open(&checkpoint_file(dir)?)?;
+    Ok(checkpoint
+        .canonical()
+        .get("classifier.weight")
+        .and_then(|(_, shape)| shape.first().copied()))
 }
 
 /// How the head of a loaded model came about.
@@ -183,16 +322,15 @@ pub fn load(
     device: &Device,
 ) -> Result<LoadedWeights> {
     let file = checkpoint_file(dir)?;
-    let mut found: BTreeMap<String, Tensor> = BTreeMap::new();
-    let mut ignored = Vec::new();
-    for (name, tensor) in read_checkpoint(&file)? {
-        match canonical_name(&name) {
-            Some(canonical) => {
-                found.insert(canonical, tensor);
-            }
-            None => ignored.push(name),
-        }
-    }
+    let mut checkpoint = Checkpoint::open(&file)?;
+    let mut found = checkpoint.canonical();
+    check_config(config, dir, &checkpoint, &found)?;
+    let mut ignored: Vec<String> = checkpoint
+        .shapes()
+        .iter()
+        .filter(|(name, _)| canonical_name(name).is_none())
+        .map(|(name, _)| name.clone())
+        .collect();
     let mut rng = match head {
         HeadInit::InitMissing(seed) => Some(Rng::derive(seed, 0x4EAD)),
         HeadInit::Require => None,
@@ -203,16 +341,16 @@ pub fn load(
         let in_head = name.starts_with("classifier.") || name.starts_with("bert.pooler.");
         let existing = found.remove(&name);
         let tensor = match (existing, rng.as_mut()) {
-            (Some(t), _) if t.dims() == shape.as_slice() => t.to_dtype(DType::F32)?,
+            (Some((stored, dims)), _) if dims == shape => {
+                checkpoint.tensor(&stored)?.to_dtype(DType::F32)?
+            }
             (Some(_), Some(rng)) if name.starts_with("classifier.") => {
                 initialized.push(name.clone());
                 init_parameter(&name, &shape, config.initializer_range, rng)?
             }
-            (Some(t), _) => bail!(
-                "{}: tensor `{name}` has shape {:?} but config.json implies {:?}",
+            (Some((_, dims)), _) => bail!(
+                "{}: tensor `{name}` has shape {dims:?} but config.json implies {shape:?}",
                 file.display(),
-                t.dims(),
-                shape
             ),
             (None, Some(rng)) if in_head => {
                 initialized.push(name.clone());
