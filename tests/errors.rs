@@ -8,29 +8,11 @@ use std::path::PathBuf;
 use bertcls::testing::TinyModel;
 use common::{Fixture, fails_with, ok, s};
 
-/// Trains with the fixture's config plus `extra` lines, in a fresh output folder.
-fn train_with(fx: &Fixture, extra: &str) -> std::process::Output {
-    let config = fx.config(extra);
-    let out = fx.path(&format!(
-        "out-{}",
-        std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
-    ));
-    fx.run(&[
-        "train",
-        "--config",
-        s(&config),
-        "--output-dir",
-        s(&out),
-        "--max-steps",
-        "1",
-    ])
-}
-
 /// Writes `content` as a data file and trains on it.
 fn train_on(fx: &Fixture, name: &str, content: &[u8]) -> (PathBuf, std::process::Output) {
     let path = fx.path(name);
     std::fs::write(&path, content).unwrap();
-    let out = train_with(fx, &format!("train_file = {path:?}"));
+    let out = fx.train_one_step(&format!("train_file = {path:?}"));
     (path, out)
 }
 
@@ -51,7 +33,7 @@ fn config_errors() {
     );
 
     let line = fails_with(
-        train_with(&fx, "lerning_rate = 1e-4"),
+        fx.train_one_step("lerning_rate = 1e-4"),
         &[
             "unknown config key `lerning_rate`",
             "did you mean `learning_rate`",
@@ -59,31 +41,31 @@ fn config_errors() {
     );
     assert!(line.contains("config.toml:"), "{line}");
     fails_with(
-        train_with(&fx, "learning_rate = -1e-5"),
+        fx.train_one_step("learning_rate = -1e-5"),
         &["learning_rate must be a positive number"],
     );
     fails_with(
-        train_with(&fx, "per_device_train_batch_size = 0"),
+        fx.train_one_step("per_device_train_batch_size = 0"),
         &["per_device_train_batch_size must be at least 1"],
     );
     fails_with(
-        train_with(&fx, "learning_rate = \"fast\""),
+        fx.train_one_step("learning_rate = \"fast\""),
         &["learning_rate", "expected f64"],
     );
     fails_with(
-        train_with(&fx, "max_seq_length = 100"),
+        fx.train_one_step("max_seq_length = 100"),
         &["max_seq_length 100 exceeds the model's max_position_embeddings 64"],
     );
     fails_with(
-        train_with(&fx, "device = \"cuda:0\""),
+        fx.train_one_step("device = \"cuda:0\""),
         &["without CUDA support"],
     );
     fails_with(
-        train_with(&fx, "device = \"tpu\""),
+        fx.train_one_step("device = \"tpu\""),
         &["device", "invalid device `tpu`"],
     );
     fails_with(
-        train_with(&fx, "device = \"cpu\"\nbf16 = true"),
+        fx.train_one_step("device = \"cpu\"\nbf16 = true"),
         &["bf16 = true needs a CUDA device", "cpu"],
     );
     let config = fx.config("");
@@ -147,7 +129,7 @@ fn data_errors_name_file_and_line() {
     fails_with(out, &[s(&path), "unknown file type"]);
     let absent = fx.path("absent.csv");
     fails_with(
-        train_with(&fx, &format!("train_file = {absent:?}")),
+        fx.train_one_step(&format!("train_file = {absent:?}")),
         &[s(&absent), "cannot read"],
     );
 
@@ -163,7 +145,7 @@ fn data_errors_name_file_and_line() {
     let dev = fx.path("dev-unknown.tsv");
     std::fs::write(&dev, "sentiment\tcontent\npos\tgood\nmeh\tso so\n").unwrap();
     let line = fails_with(
-        train_with(&fx, &format!("validation_file = {dev:?}")),
+        fx.train_one_step(&format!("validation_file = {dev:?}")),
         &["label `meh` was not seen in training"],
     );
     assert!(line.contains(&format!("{}:3:", dev.display())), "{line}");
@@ -172,7 +154,7 @@ fn data_errors_name_file_and_line() {
 #[test]
 fn model_errors() {
     let fx = Fixture::new("err-model");
-    let with_model = |dir: &PathBuf| train_with(&fx, &format!("model_name_or_path = {dir:?}"));
+    let with_model = |dir: &PathBuf| fx.train_one_step(&format!("model_name_or_path = {dir:?}"));
 
     fails_with(with_model(&fx.path("no-such-model")), &["no-such-model"]);
 

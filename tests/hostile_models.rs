@@ -31,17 +31,7 @@ fn predict(fx: &Fixture, model: &Path) -> std::process::Output {
 }
 
 fn train(fx: &Fixture, model: &Path) -> std::process::Output {
-    let config = fx.config(&format!("model_name_or_path = {model:?}"));
-    let out = fx.path(&format!("out-{}", model.file_name().unwrap().display()));
-    fx.run(&[
-        "train",
-        "--config",
-        s(&config),
-        "--output-dir",
-        s(&out),
-        "--max-steps",
-        "1",
-    ])
+    fx.train_one_step(&format!("model_name_or_path = {model:?}"))
 }
 
 /// Pickle opcodes, protocol 2, as `torch.save` writes them.

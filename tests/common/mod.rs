@@ -192,6 +192,24 @@ device = "cpu"
         bertcls(&self.cache).args(args).output().unwrap()
     }
 
+    /// Trains one step with the fixture's config plus `extra` lines, in a fresh output folder.
+    pub fn train_one_step(&self, extra: &str) -> std::process::Output {
+        let config = self.config(extra);
+        let out = self.path(&format!(
+            "out-{}",
+            std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
+        ));
+        self.run(&[
+            "train",
+            "--config",
+            s(&config),
+            "--output-dir",
+            s(&out),
+            "--max-steps",
+            "1",
+        ])
+    }
+
     pub fn train(&self) -> PathBuf {
         let config = self.config("");
         ok(self.run(&["train", "--config", config.to_str().unwrap()]));
