@@ -5,7 +5,7 @@
 //! and the line, and a column where one is at fault.
 
 use std::cell::Cell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -204,32 +204,25 @@ fn missing_column(file: &Path, role: &str, column: &str, available: &[String]) -
 /// `text` columns is scored, or which `label` is the truth, would be a guess, and the JSON
 /// Lines output could keep only one of them.
 fn repeated_names(headers: &[String]) -> Option<String> {
-    let mut repeated: Vec<(&str, Vec<usize>)> = Vec::new();
+    // One pass: a header of a million columns (a 10 MB line) must not take a million squared.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut names: Vec<(&str, Vec<usize>)> = Vec::new();
     for (i, name) in headers.iter().enumerate() {
-        if headers[..i].contains(name) {
-            continue;
-        }
-        let positions: Vec<usize> = (i..headers.len())
-            .filter(|&j| headers[j] == *name)
-            .map(|j| j + 1)
-            .collect();
-        if positions.len() > 1 {
-            repeated.push((name, positions));
-        }
+        let slot = *seen.entry(name).or_insert_with(|| {
+            names.push((name, Vec::new()));
+            names.len() - 1
+        });
+        names[slot].1.push(i + 1);
     }
-    if repeated.is_empty() {
-        return None;
-    }
-    Some(
-        repeated
-            .iter()
-            .map(|(name, positions)| {
-                let positions: Vec<String> = positions.iter().map(usize::to_string).collect();
-                format!("`{name}` (columns {})", positions.join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-    )
+    let repeated: Vec<String> = names
+        .iter()
+        .filter(|(_, positions)| positions.len() > 1)
+        .map(|(name, positions)| {
+            let positions: Vec<String> = positions.iter().map(usize::to_string).collect();
+            format!("`{name}` (columns {})", positions.join(", "))
+        })
+        .collect();
+    (!repeated.is_empty()).then(|| repeated.join(", "))
 }
 
 impl RowReader {
