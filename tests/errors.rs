@@ -217,15 +217,7 @@ fn output_errors() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "work").unwrap();
     fails_with(
-        fx.run(&[
-            "train",
-            "--config",
-            s(&config),
-            "--output-dir",
-            s(&out),
-            "--max-steps",
-            "1",
-        ]),
+        fx.train_one_step_into(&config, &out),
         &["is not empty", "--overwrite-output-dir"],
     );
     assert_eq!(
@@ -234,15 +226,7 @@ fn output_errors() {
     );
     let under_file = fx.path("train.csv").join("sub");
     fails_with(
-        fx.run(&[
-            "train",
-            "--config",
-            s(&config),
-            "--output-dir",
-            s(&under_file),
-            "--max-steps",
-            "1",
-        ]),
+        fx.train_one_step_into(&config, &under_file),
         &["cannot create output_dir"],
     );
 }

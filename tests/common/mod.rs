@@ -199,12 +199,17 @@ device = "cpu"
             "out-{}",
             std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
         ));
+        self.train_one_step_into(&config, &out)
+    }
+
+    /// Trains one step with `config` into `out`.
+    pub fn train_one_step_into(&self, config: &Path, out: &Path) -> std::process::Output {
         self.run(&[
             "train",
             "--config",
-            s(&config),
+            s(config),
             "--output-dir",
-            s(&out),
+            s(out),
             "--max-steps",
             "1",
         ])
