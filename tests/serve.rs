@@ -360,7 +360,7 @@ fn raw_scores_are_the_logits_and_truncate_is_opt_in() {
         "{message}"
     );
     let cut = server.predict(json!({"inputs": long, "truncate": true}));
-    let same = server.predict(json!({"inputs": "the movie was very good and great"}));
+    let same = server.predict(json!({"inputs": "the movie was very good and"}));
     assert_eq!(cut, same, "truncated to 8 tokens: [CLS] + 6 words + [SEP]");
 }
 
@@ -601,7 +601,7 @@ fn hostile_requests_leave_the_server_answering() {
         deep,
         "\u{0}\u{1}\u{2}".into(),
         r#"{"inputs": "\ud800"}"#.into(),
-        format!("{{\"inputs\": \"{}\"}}", "é".repeat(40_000)),
+        format!("{{\"inputs\": \"{}\"}}", "é ".repeat(30_000)),
         r#"{"inputs": [["a", null]]}"#.into(),
         r#"{"inputs": 1e999}"#.into(),
     ];
