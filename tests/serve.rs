@@ -11,8 +11,6 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use bertcls::data::LabelSet;
-use bertcls::testing::TinyModel;
 use common::{bertcls, ok, s, temp_dir};
 use serde_json::{Value, json};
 
@@ -142,22 +140,10 @@ fn error_body(status: u16, body: &str, want_status: u16, want_type: &str) -> Str
     v["error"].as_str().unwrap().to_string()
 }
 
-/// A tiny fine-tuned model folder of `task` (`problem_type` as transformers writes it).
+/// A tiny fine-tuned model folder of a task, in a fresh folder.
 fn model(tag: &str, labels: &[&str], problem_type: &str) -> PathBuf {
     let dir = temp_dir(tag).join("model");
-    TinyModel {
-        seed: 5,
-        labels: Some(LabelSet::from_names(
-            labels.iter().map(|l| l.to_string()).collect(),
-        )),
-        ..TinyModel::default()
-    }
-    .write(&dir)
-    .unwrap();
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    config["problem_type"] = json!(problem_type);
-    std::fs::write(&path, config.to_string()).unwrap();
+    common::fine_tuned(&dir, labels, problem_type);
     dir
 }
 
