@@ -6,11 +6,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
-use crate::device::{self, DeviceSpec};
-use crate::infer::{Classifier, LoadOptions};
+use crate::device;
 use crate::limits;
 use crate::serve::{ApiKey, ServeOptions};
-use crate::source;
 
 /// Where the API key may also come from, kept out of the command line (and `ps`).
 pub const API_KEY_VARIABLE: &str = "BERTCLS_API_KEY";
@@ -153,22 +151,11 @@ fn options(args: &ServeArgs, model_length: usize) -> Result<ServeOptions> {
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     init_logging(args.log_level);
-    let device = device::open(args.device.parse::<DeviceSpec>()?)?;
-    let dir = source::resolve_first(std::slice::from_ref(&args.model))?;
-    if let Some(length) = args.max_seq_length {
-        super::check_seq_length(&dir, length)?;
-    }
-    let classifier = Classifier::load(
-        &dir,
-        &LoadOptions {
-            max_seq_length: args.max_seq_length,
-            device,
-        },
-    )?;
+    let classifier = super::load_classifier(&args.model, &args.device, args.max_seq_length)?;
     let options = options(&args, classifier.max_length())?;
     eprintln!(
         "bertcls serve: {} ({}, {} labels, max {} tokens) on {}",
-        crate::terminal::printable(&dir.display().to_string()),
+        crate::terminal::printable(&classifier.dir().display().to_string()),
         classifier.task().problem_type(),
         classifier.labels().len(),
         classifier.max_length(),
