@@ -52,8 +52,8 @@ pub struct ServeArgs {
     pub request_timeout: u64,
     /// Require `Authorization: Bearer KEY` (except on /health). Prefer the BERTCLS_API_KEY
     /// variable: other users of the machine can read a command line.
-    #[arg(long)]
-    pub api_key: Option<String>,
+    #[arg(long, value_parser = |key: &str| Ok::<_, String>(ApiKey::new(key.to_string())))]
+    pub api_key: Option<ApiKey>,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
 }
@@ -86,7 +86,7 @@ fn init_logging(level: LogLevel) {
 
 fn api_key(args: &ServeArgs) -> Result<Option<ApiKey>> {
     let key = match &args.api_key {
-        Some(key) => Some(key.clone()),
+        Some(key) => Some(key.expose().to_string()),
         None => match std::env::var(API_KEY_VARIABLE) {
             Ok(key) => Some(key),
             Err(std::env::VarError::NotPresent) => None,
