@@ -442,8 +442,10 @@ fn every_refusal_has_its_status_and_teis_error_body() {
         let message = error_body(status, &answer, 422, "validation");
         assert!(message.contains(needle), "{body}: {message}");
     }
-    let (status, body) = server.post(r#"{"inputs": "  "}"#);
-    error_body(status, &body, 422, "empty");
+    for blank in [r#"{"inputs": "  "}"#, r#"{"inputs": ["a", ""]}"#] {
+        let (status, body) = server.post(blank);
+        error_body(status, &body, 422, "empty");
+    }
     let (status, body) = server.post(r#"{"inputs": []}"#);
     error_body(status, &body, 422, "empty");
     let (status, body) = server.call(

@@ -268,11 +268,15 @@ fn encode(classifier: &Classifier, request: &PredictRequest) -> Result<Vec<Encod
             Sequence::Pair(text, pair) => Input::new(text, Some(pair)),
         })
         .collect();
-    if let Some(i) = inputs.iter().position(|i| i.text.trim().is_empty()) {
+    let blank = |text: &str| text.trim().is_empty();
+    if let Some(i) = inputs
+        .iter()
+        .position(|i| blank(i.text) || i.text_pair.is_some_and(blank))
+    {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "empty",
-            format!("input {i} is an empty text"),
+            format!("input {i} holds an empty text"),
         ));
     }
     let tokenizer_error = |e: anyhow::Error| ApiError::validation(crate::terminal::error_line(&e));
