@@ -170,6 +170,17 @@ impl Classifier {
         )
     }
 
+    /// Sizes of the forward passes [`Self::logits`] makes of inputs of `lengths` (longest
+    /// first): see [`plan_passes`].
+    pub fn plan_passes(&self, lengths: &[usize], batching: Batching) -> Vec<usize> {
+        plan_passes(lengths, batching, pass_cost_tokens(&self.device))
+    }
+
+    /// Logits of one forward pass over `items`, padded to the longest of them.
+    pub fn pass_logits(&self, items: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+        forward_pass(&self.model, self.tokenizer.pad_id(), items, &self.device)
+    }
+
     /// The task's answer for each encoded input.
     pub fn predict_encoded(
         &self,
@@ -228,6 +239,19 @@ pub fn batched_logits(
         after_batch(chunk.len())?;
     }
     Ok(out)
+}
+
+fn forward_pass(
+    model: &BertClassifier,
+    pad_id: u32,
+    items: &[&Encoded],
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let batch = Batch::collate(items, pad_id, None, device)?;
+    Ok(model
+        .logits(&batch)?
+        .to_dtype(DType::F32)?
+        .to_vec2::<f32>()?)
 }
 
 /// What one forward pass costs beyond its tokens, in tokens. On the CPU a pass of one

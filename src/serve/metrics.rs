@@ -14,11 +14,11 @@ pub struct Metrics {
     pub request_seconds: Histogram,
     /// From a request's arrival in the queue to the start of its batch's inference.
     pub queue_seconds: Histogram,
-    /// One batch's inference, all its forward passes.
+    /// One forward pass.
     pub inference_seconds: Histogram,
-    /// Inputs in one batch.
+    /// Inputs in one forward pass.
     pub batch_size: Histogram,
-    /// Tokens (without padding) in one batch.
+    /// Tokens (without padding) in one forward pass.
     pub batch_tokens: Histogram,
 }
 
@@ -59,13 +59,13 @@ impl Metrics {
             )?,
             inference_seconds: histogram(
                 "bertcls_inference_duration_seconds",
-                "Time of one batch's inference",
+                "Time of one forward pass",
                 seconds,
             )?,
-            batch_size: histogram("bertcls_batch_size", "Inputs per batch", sizes)?,
+            batch_size: histogram("bertcls_batch_size", "Inputs per forward pass", sizes)?,
             batch_tokens: histogram(
                 "bertcls_batch_tokens",
-                "Tokens per batch, padding excluded",
+                "Tokens per forward pass, padding excluded",
                 tokens,
             )?,
         };
