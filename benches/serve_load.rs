@@ -216,6 +216,25 @@ struct Memory {
     peak_mib: f64,
 }
 
+/// User and system CPU time of a process ("self" for this one), from /proc/PID/stat.
+fn cpu_seconds(pid: &str) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are the 14th and 15th fields of the line, the 12th and 13th after it.
+    let after = stat.rsplit_once(')').context("no command name")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields
+            .get(i)
+            .with_context(|| format!("{path} is short"))?
+            .parse::<f64>()?)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks(11)? + ticks(12)?) / per_second.max(1.0))
+}
+
 fn port_of(line: &str) -> Option<u16> {
     let address = &line[line.find(READY)? + READY.len()..];
     address
@@ -277,6 +296,10 @@ impl Server {
 
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn cpu_seconds(&self) -> Result<f64> {
+        cpu_seconds(&self.child.id().to_string())
     }
 
     /// Current and peak resident memory, from /proc/PID/status (VmRSS, VmHWM).
@@ -367,6 +390,9 @@ struct LoadResult {
     p95_ms: f64,
     p99_ms: f64,
     memory: Memory,
+    /// CPU time over the wall time, in cores: the server's, and this process's (the clients).
+    server_cores: f64,
+    client_cores: f64,
 }
 
 /// What one client thread saw: latencies of the 200s in microseconds, and the rest.
@@ -455,6 +481,8 @@ fn load(
 ) -> Result<LoadResult> {
     let url = server.url("/predict");
     let sent = Arc::new(AtomicUsize::new(0));
+    let server_cpu = server.cpu_seconds()?;
+    let client_cpu = cpu_seconds("self")?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
     let mut handles = Vec::with_capacity(clients);
@@ -498,6 +526,8 @@ fn load(
         p95_ms: percentile_ms(&all.latencies_us, 95.0),
         p99_ms: percentile_ms(&all.latencies_us, 99.0),
         memory: server.memory()?,
+        server_cores: (server.cpu_seconds()? - server_cpu) / elapsed,
+        client_cores: (cpu_seconds("self")? - client_cpu) / elapsed,
     })
 }
 
@@ -1109,7 +1139,7 @@ fn fmt(v: f64, digits: usize) -> String {
 
 fn load_table(rows: &[LoadResult]) -> String {
     let mut t = String::from(
-        "| server | clients | requests | requests/s | texts/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MiB | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | clients | requests | requests/s | texts/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MiB | RSS MiB | CPU cores: server / clients |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let errors = if r.errors == 0 {
@@ -1123,7 +1153,7 @@ fn load_table(rows: &[LoadResult]) -> String {
             format!("{} ({})", r.errors, kinds.join(", "))
         };
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
             r.server,
             r.clients,
             r.requests,
@@ -1135,6 +1165,8 @@ fn load_table(rows: &[LoadResult]) -> String {
             errors,
             fmt(r.memory.peak_mib, 0),
             fmt(r.memory.rss_mib, 0),
+            fmt(r.server_cores, 2),
+            fmt(r.client_cores, 2),
         ));
     }
     t
@@ -1266,7 +1298,8 @@ fn report(run: &Run, opts: &Options) -> String {
     let mut md = format!(
         "# bertcls serve under load\n\nMachine: {}; 1-minute load average {} before the run, {} after. \
          The client threads (one per client, each with its own keep-alive connection) run on the same \
-         cores as the server, so every figure includes the client's own CPU time.\n\n\
+         cores as the server, so every figure includes the client's own CPU time; the last column is CPU time over wall \
+         time, in cores, for the server and for all the clients together.\n\n\
          Model: {}. Requests: `{{\"inputs\": \"...\"}}`, one text each, cycling through the {} sentences \
          of SST-2 dev; {} s per client count, at most {} requests; latencies over the 200s. \
          Both servers run without request logs.\n\n",
