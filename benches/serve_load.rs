@@ -601,13 +601,18 @@ fn offline(model: &Path, work: &Path, texts: &[String]) -> Result<Offline> {
     eprintln!("offline: bertcls predict one text at a time");
     let single = predict_file(model, &input, &output, 1)?;
     let per_second = single["examples_per_second"].as_f64().unwrap_or(f64::NAN);
-    Ok(Offline {
+    let result = Offline {
         predict_texts_per_second: batched["examples_per_second"].as_f64().unwrap_or(f64::NAN),
         predict_rows: batched["rows"].as_u64().unwrap_or(0),
         single_text_method:
             "mean over the texts of bertcls predict --batch-size 1 (model load excluded)".into(),
         single_text_ms: 1000.0 / per_second,
-    })
+    };
+    eprintln!(
+        "  {:.1} texts/s batched, {:.2} ms per single text",
+        result.predict_texts_per_second, result.single_text_ms
+    );
+    Ok(result)
 }
 
 // ---------------------------------------------------------------------------------------------
