@@ -538,31 +538,31 @@ impl HostileResult {
     pub fn markdown(&self) -> String {
         let h = self;
         let mut t = format!(
-                "\nHostile phase against bertcls serve: {} requests in {} s from 8 threads (each on its own connection), \
+            "\nHostile phase against bertcls serve: {} requests in {} s from 8 threads (each on its own connection), \
              {} answered 4xx ({} with a JSON {{\"error\", \"error_type\"}} body), {} answered 5xx. \
              RSS before / after 5,000 / after 10,000: {} / {} / {} MiB (peak {} MiB). \
              After: /health {}, a valid /predict {}, process alive: {}, panics in its log: {}. \
              The 10 MB bodies got at most {} KiB out before the server answered or closed.\n\n\
              | kind | outcomes |\n|---|---|\n",
-                h.tally.sent,
-                fmt(h.seconds, 1),
-                h.tally.client_errors,
-                h.tally.client_errors_with_tei_body,
-                h.tally.server_errors,
-                fmt(h.memory_before.rss_mib, 1),
-                fmt(h.memory_half.rss_mib, 1),
-                fmt(h.memory_after.rss_mib, 1),
-                fmt(h.memory_after.peak_mib, 1),
-                h.health_after.map_or("no answer".into(), |s| s.to_string()),
-                h.predict_after
-                    .map_or("no answer".into(), |s| s.to_string()),
-                h.alive,
-                h.panics,
-                h.tally.big_body_most_bytes_sent / 1024,
+            h.tally.sent,
+            fmt(h.seconds, 1),
+            h.tally.client_errors,
+            h.tally.client_errors_with_tei_body,
+            h.tally.server_errors,
+            fmt(h.memory_before.rss_mib, 1),
+            fmt(h.memory_half.rss_mib, 1),
+            fmt(h.memory_after.rss_mib, 1),
+            fmt(h.memory_after.peak_mib, 1),
+            h.health_after.map_or("no answer".into(), |s| s.to_string()),
+            h.predict_after
+                .map_or("no answer".into(), |s| s.to_string()),
+            h.alive,
+            h.panics,
+            h.tally.big_body_most_bytes_sent / 1024,
         );
         for (kind, outcomes) in &h.tally.by_kind {
-                let list: Vec<String> = outcomes.iter().map(|(l, n)| format!("{n}x {l}")).collect();
-                t.push_str(&format!("| {kind} | {} |\n", list.join(", ")));
+            let list: Vec<String> = outcomes.iter().map(|(l, n)| format!("{n}x {l}")).collect();
+            t.push_str(&format!("| {kind} | {} |\n", list.join(", ")));
         }
         t
     }
