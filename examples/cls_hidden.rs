@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use bertcls::model::weights::{self, HeadInit};
 use bertcls::model::{BertClassifier, BertConfig, ForwardMode};
-use bertcls::tokenize::{Batch, TextEncoder};
+use bertcls::tokenize::{Batch, Input, TextEncoder};
 use candle_core::Device;
 
 fn main() -> Result<()> {
@@ -17,10 +17,10 @@ fn main() -> Result<()> {
     };
     let dir = bertcls::source::resolve_first(&[source])?;
     let text = std::fs::read_to_string(&texts).with_context(|| format!("cannot read {texts}"))?;
-    let lines: Vec<(&str, Option<&str>)> = text
+    let lines: Vec<Input> = text
         .lines()
         .filter(|l| !l.is_empty())
-        .map(|l| (l, None))
+        .map(Input::from)
         .collect();
     let config = BertConfig::load(&dir)?;
     // A base model has no head: give it one (unused here) so the classifier can be built.

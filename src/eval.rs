@@ -2,32 +2,21 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use candle_core::Device;
+use anyhow::{Result, bail};
 use indicatif::ProgressBar;
 
 use crate::data::{self, Columns, Format, LabelSet};
+use crate::infer::{Batching, Classifier};
 use crate::interrupt;
 use crate::metrics::Report;
-use crate::model::FineTuned;
-use crate::predict::{Scorer, argmax};
-use crate::tokenize::Encoded;
+use crate::task::{self, Task};
+use crate::tokenize::Input;
 
-/// Metrics of `model` on encoded examples with known label ids. The loss is the mean
+/// Metrics of single-label logits against the true label ids. The loss is the mean
 /// cross-entropy, as the training loss.
-pub fn evaluate_encoded(
-    scorer: &Scorer,
-    encoded: &[Encoded],
-    truth: &[usize],
-    labels: &LabelSet,
-    progress: Option<&ProgressBar>,
-) -> Result<Report> {
-    let probs = scorer.probabilities(encoded, progress)?;
-    Ok(report(&probs, truth, labels))
-}
-
-fn report(probs: &[Vec<f32>], truth: &[usize], labels: &LabelSet) -> Report {
-    let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+pub fn single_label_report(logits: &[Vec<f32>], truth: &[usize], labels: &LabelSet) -> Report {
+    let probs: Vec<Vec<f32>> = logits.iter().map(|l| task::softmax(l)).collect();
+    let predicted: Vec<usize> = probs.iter().map(|p| task::argmax(p)).collect();
     let loss = probs
         .iter()
         .zip(truth)
@@ -41,31 +30,38 @@ pub struct EvalOptions {
     pub data: PathBuf,
     pub format: Option<Format>,
     pub columns: Columns,
-    pub batch_size: usize,
+    pub batching: Batching,
     pub max_samples: Option<usize>,
 }
 
-/// Evaluates a fine-tuned model folder on a labelled file. A label the model was not trained
+/// Evaluates a fine-tuned classifier on a labelled file. A label the model was not trained
 /// on is an error naming the row. A signal caught by [`interrupt`] stops it between batches.
-pub fn evaluate_file(model: &FineTuned, opts: &EvalOptions, device: &Device) -> Result<Report> {
+pub fn evaluate_file(classifier: &Classifier, opts: &EvalOptions) -> Result<Report> {
+    if *classifier.task() != Task::SingleLabel {
+        bail!(
+            "{}: is a {} model; eval measures single_label_classification models only so far",
+            classifier.dir().display(),
+            classifier.task().problem_type()
+        );
+    }
     let format = match opts.format {
         Some(f) => f,
         None => Format::from_path(&opts.data)?,
     };
     let rows = data::read_rows(&opts.data, format, &opts.columns, opts.max_samples)?;
-    let labels = model.labels.with_default_names_as_ids();
+    let labels = classifier.labels().with_default_names_as_ids();
     let examples = data::label_rows(&opts.data, rows, &labels)?;
-    let inputs: Vec<(&str, Option<&str>)> = examples
+    let inputs: Vec<Input> = examples
         .iter()
-        .map(|e| (e.text.as_str(), e.text_pair.as_deref()))
+        .map(|e| Input::new(&e.text, e.text_pair.as_deref()))
         .collect();
-    let encoded = model.tokenizer.encode(&inputs)?;
+    let encoded = classifier.encode(&inputs)?;
     let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
     let bar = ProgressBar::new(encoded.len() as u64);
-    let scorer = Scorer::for_model(model, opts.batch_size, device);
-    let probs = scorer.probabilities_checked(&encoded, Some(&bar), &mut || {
+    let logits = classifier.logits_observed(&encoded, opts.batching, &mut |rows| {
+        bar.inc(rows as u64);
         Ok(interrupt::check(|| "evaluation stopped".into())?)
     })?;
     bar.finish_and_clear();
-    Ok(report(&probs, &truth, &labels))
+    Ok(single_label_report(&logits, &truth, &labels))
 }

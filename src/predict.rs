@@ -1,125 +1,91 @@
-//! Scoring texts with a fine-tuned model: batched inference in length order, and streaming a
-//! data file through the model into an output file with every input column kept.
+//! `predict`: streaming a data file through a classifier into an output file with every input
+//! column kept and the task's columns added, and scoring texts given on the command line.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::atomic::AtomicFile;
-use crate::data::{Columns, Format, RawRecord, RowReader};
+use crate::data::{Columns, Format, LabelSet, RawRecord, RowReader};
+use crate::infer::{Batching, Classifier};
 use crate::interrupt;
-use crate::model::{BertClassifier, FineTuned};
-use crate::tokenize::{Batch, Encoded};
+use crate::task::{Prediction, Task};
+use crate::tokenize::Input;
 
-/// A model set up for batched inference.
-pub struct Scorer<'a> {
-    /// Should be detached from any gradient graph (see [`BertClassifier::detached`]).
-    pub model: &'a BertClassifier,
-    pub pad_id: u32,
-    pub batch_size: usize,
-    pub device: &'a Device,
-}
-
-impl Scorer<'_> {
-    pub fn for_model<'a>(
-        model: &'a FineTuned,
-        batch_size: usize,
-        device: &'a Device,
-    ) -> Scorer<'a> {
-        Scorer {
-            model: &model.model,
-            pad_id: model.tokenizer.pad_id(),
-            batch_size,
-            device,
-        }
-    }
-
-    /// Class probabilities for each input, in input order. Inputs are batched longest first
-    /// so that each batch holds similar lengths and little padding.
-    pub fn probabilities(
-        &self,
-        encoded: &[Encoded],
-        progress: Option<&ProgressBar>,
-    ) -> Result<Vec<Vec<f32>>> {
-        self.probabilities_checked(encoded, progress, &mut || Ok(()))
-    }
-
-    /// As [`Self::probabilities`], calling `check` before each batch: an error from it stops
-    /// the scoring (a signal asking the process to stop, say).
-    pub fn probabilities_checked(
-        &self,
-        encoded: &[Encoded],
-        progress: Option<&ProgressBar>,
-        check: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<Vec<Vec<f32>>> {
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].ids.len()));
-        let mut out = vec![Vec::new(); encoded.len()];
-        for chunk in order.chunks(self.batch_size.max(1)) {
-            check()?;
-            let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
-            let batch = Batch::collate(&items, self.pad_id, None, self.device)?;
-            let logits = self
-                .model
-                .logits(&batch)?
-                .to_dtype(candle_core::DType::F32)?;
-            let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
-            for (&i, p) in chunk.iter().zip(probs) {
-                out[i] = p;
-            }
-            if let Some(bar) = progress {
-                bar.inc(chunk.len() as u64);
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Index of the largest probability.
-pub fn argmax(probs: &[f32]) -> usize {
-    probs
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i)
-}
-
-/// One prediction for `--text`.
+/// One prediction for `--text`: the text and the task's answer, with label names.
 #[derive(Debug, Clone, Serialize)]
-pub struct Prediction {
+pub struct TextPrediction {
     pub text: String,
-    pub label: String,
-    pub probability: f32,
-    pub probabilities: Vec<f32>,
+    #[serde(flatten)]
+    pub answer: Answer,
+}
+
+/// A task's answer for one input, with label names: what `predict --text` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// Single-label: the most probable label, its probability, and every label's.
+    Label {
+        label: String,
+        probability: f32,
+        probabilities: Vec<f32>,
+    },
+    /// Multi-label: the labels at or over their threshold, and every label's probability.
+    Labels {
+        labels: Vec<String>,
+        probabilities: Vec<f32>,
+    },
+    /// Regression with one output.
+    Value { value: f32 },
+    /// Regression with several outputs, one value each.
+    Values { values: Vec<f32> },
+}
+
+impl Answer {
+    pub fn new(prediction: Prediction, labels: &LabelSet) -> Self {
+        match prediction {
+            Prediction::SingleLabel {
+                label,
+                probabilities,
+            } => Self::Label {
+                label: labels.name(label).to_string(),
+                probability: probabilities[label],
+                probabilities,
+            },
+            Prediction::MultiLabel {
+                probabilities,
+                labels: chosen,
+            } => Self::Labels {
+                labels: chosen.iter().map(|&i| labels.name(i).to_string()).collect(),
+                probabilities,
+            },
+            Prediction::Regression { values } if values.len() == 1 => {
+                Self::Value { value: values[0] }
+            }
+            Prediction::Regression { values } => Self::Values { values },
+        }
+    }
 }
 
 /// Scores a few texts held in memory.
 pub fn predict_texts(
-    model: &FineTuned,
+    classifier: &Classifier,
     texts: &[String],
-    batch_size: usize,
-    device: &Device,
-) -> Result<Vec<Prediction>> {
-    let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
-    let encoded = model.tokenizer.encode(&inputs)?;
-    let probs = Scorer::for_model(model, batch_size, device).probabilities(&encoded, None)?;
+    batching: Batching,
+) -> Result<Vec<TextPrediction>> {
+    let inputs: Vec<Input> = texts.iter().map(|t| Input::from(t.as_str())).collect();
+    let predictions = classifier.predict(&inputs, batching)?;
     Ok(texts
         .iter()
-        .zip(probs)
-        .map(|(text, p)| {
-            let best = argmax(&p);
-            Prediction {
-                text: text.clone(),
-                label: model.labels.name(best).to_string(),
-                probability: p[best],
-                probabilities: p,
-            }
+        .zip(predictions)
+        .map(|(text, p)| TextPrediction {
+            text: text.clone(),
+            answer: Answer::new(p, classifier.labels()),
         })
         .collect())
 }
@@ -135,16 +101,18 @@ pub struct PredictOptions {
     pub output_format: Option<Format>,
     pub text_column: String,
     pub text_pair_column: Option<String>,
-    pub batch_size: usize,
-    /// Add one `prob_<label>` column per class.
+    pub batching: Batching,
+    /// Add one `prob_<label>` column per label (classification tasks).
     pub all_probabilities: bool,
+    /// Joins a multi-label row's labels in `predicted_labels` (CSV and TSV outputs).
+    pub label_delimiter: String,
     /// Rows read, scored and written at a time: bounds memory whatever the file size.
     pub chunk_rows: usize,
     pub on_error: OnError,
 }
 
 /// What to do with a row that cannot be scored (bad UTF-8, wrong field count, empty text...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnError {
     /// Stop with an error naming the row's line (the output file is not written).
     #[default]
@@ -154,9 +122,69 @@ pub enum OnError {
     SkipRow,
 }
 
-/// Column names added to the output.
+/// Column names added to the output, by task.
 pub const LABEL_COLUMN: &str = "predicted_label";
 pub const PROBABILITY_COLUMN: &str = "probability";
+pub const LABELS_COLUMN: &str = "predicted_labels";
+pub const PREDICTION_COLUMN: &str = "prediction";
+
+/// One added cell, before it is written as a CSV field or a JSON value.
+enum Cell {
+    Text(String),
+    Number(f32),
+    List(Vec<String>),
+}
+
+/// The columns predict adds for a model's task, and their cells for one prediction.
+struct AddedColumns {
+    names: Vec<String>,
+    labels: Vec<String>,
+    all_probabilities: bool,
+}
+
+impl AddedColumns {
+    fn new(task: &Task, labels: &LabelSet, all_probabilities: bool) -> Self {
+        let labels = labels.names().to_vec();
+        let mut names = match task {
+            Task::SingleLabel => vec![LABEL_COLUMN.to_string(), PROBABILITY_COLUMN.to_string()],
+            Task::MultiLabel { .. } => vec![LABELS_COLUMN.to_string()],
+            Task::Regression if labels.len() == 1 => vec![PREDICTION_COLUMN.to_string()],
+            Task::Regression => labels
+                .iter()
+                .map(|l| format!("{PREDICTION_COLUMN}_{l}"))
+                .collect(),
+        };
+        let all_probabilities = all_probabilities && !matches!(task, Task::Regression);
+        if all_probabilities {
+            names.extend(labels.iter().map(|l| format!("prob_{l}")));
+        }
+        Self {
+            names,
+            labels,
+            all_probabilities,
+        }
+    }
+
+    fn cells(&self, prediction: &Prediction) -> Vec<Cell> {
+        let mut cells = match prediction {
+            Prediction::SingleLabel {
+                label,
+                probabilities,
+            } => vec![
+                Cell::Text(self.labels[*label].clone()),
+                Cell::Number(probabilities[*label]),
+            ],
+            Prediction::MultiLabel { labels, .. } => vec![Cell::List(
+                labels.iter().map(|&i| self.labels[i].clone()).collect(),
+            )],
+            Prediction::Regression { values } => values.iter().map(|&v| Cell::Number(v)).collect(),
+        };
+        if self.all_probabilities {
+            cells.extend(prediction.scores().iter().map(|&p| Cell::Number(p)));
+        }
+        cells
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PredictSummary {
@@ -217,8 +245,9 @@ enum Sink {
 struct RowWriter {
     sink: Sink,
     headers: Vec<String>,
-    labels: Vec<String>,
-    all_probabilities: bool,
+    added: AddedColumns,
+    /// Joins a multi-label row's labels in a CSV or TSV field.
+    label_delimiter: String,
     /// The input and output as named in messages.
     input: String,
     output: String,
@@ -248,19 +277,10 @@ fn tsv_error(place: String, what: &str) -> anyhow::Error {
 }
 
 impl RowWriter {
-    /// The columns (or JSON fields) predict adds.
-    fn added(&self) -> Vec<String> {
-        let mut added = vec![LABEL_COLUMN.to_string(), PROBABILITY_COLUMN.to_string()];
-        if self.all_probabilities {
-            added.extend(self.labels.iter().map(|l| format!("prob_{l}")));
-        }
-        added
-    }
-
     /// Checks that the header and the label names fit the output format, and writes the
     /// header of a CSV or TSV output.
     fn start(&mut self) -> Result<()> {
-        let added = self.added();
+        let added = &self.added.names;
         if let Some(clash) = self.headers.iter().find(|h| added.contains(h)) {
             bail!(
                 "{}: input already has a column `{clash}`, which predict would add",
@@ -276,7 +296,7 @@ impl RowWriter {
                     ));
                 }
             }
-            for l in &self.labels {
+            for l in &self.added.labels {
                 if let Some(what) = tsv_breaker(l) {
                     return Err(tsv_error(format!("the model's label `{l}`"), what));
                 }
@@ -284,22 +304,35 @@ impl RowWriter {
         }
         let output = &self.output;
         if let Sink::Delimited(w) = &mut self.sink {
-            w.write_record(self.headers.iter().chain(&added))
+            if self.added.names.iter().any(|n| n == LABELS_COLUMN)
+                && let Some(l) = self
+                    .added
+                    .labels
+                    .iter()
+                    .find(|l| l.contains(self.label_delimiter.as_str()))
+            {
+                bail!(
+                    "the model's label `{l}` holds the label delimiter `{}`, so predicted_labels \
+                     could not be read back: pass another --label-delimiter, or write JSON Lines",
+                    self.label_delimiter
+                );
+            }
+            w.write_record(self.headers.iter().chain(added.iter()))
                 .with_context(|| format!("cannot write {output}"))?;
         }
         Ok(())
     }
 
-    /// Writes the row of input line `line`; `probs` is `None` for a row skipped for `error`.
+    /// Writes the row of input line `line`; `prediction` is `None` for a row skipped for
+    /// `error`.
     fn write(
         &mut self,
         line: u64,
         raw: RawRecord,
-        probs: Option<&[f32]>,
+        prediction: Option<&Prediction>,
         error: Option<&str>,
     ) -> Result<()> {
-        let best = probs.map(argmax);
-        let added = self.added();
+        let cells = prediction.map(|p| self.added.cells(p));
         let output = &self.output;
         match (&mut self.sink, raw) {
             (Sink::Delimited(w), RawRecord::Fields(mut fields)) => {
@@ -317,15 +350,13 @@ impl RowWriter {
                         }
                     }
                 }
-                match (probs, best) {
-                    (Some(p), Some(b)) => {
-                        fields.push(self.labels[b].clone());
-                        fields.push(format!("{:.6}", p[b]));
-                        if self.all_probabilities {
-                            fields.extend(p.iter().map(|v| format!("{v:.6}")));
-                        }
-                    }
-                    _ => fields.resize(fields.len() + added.len(), String::new()),
+                match cells {
+                    Some(cells) => fields.extend(cells.into_iter().map(|c| match c {
+                        Cell::Text(t) => t,
+                        Cell::Number(v) => format!("{v:.6}"),
+                        Cell::List(items) => items.join(&self.label_delimiter),
+                    })),
+                    None => fields.resize(fields.len() + self.added.names.len(), String::new()),
                 }
                 w.write_record(&fields)
                     .with_context(|| format!("cannot write {output}"))?;
@@ -337,25 +368,30 @@ impl RowWriter {
                     .cloned()
                     .zip(fields.into_iter().map(Value::String))
                     .collect();
-                return self.write(line, RawRecord::Object(object), probs, error);
+                return self.write(line, RawRecord::Object(object), prediction, error);
             }
             (Sink::Jsonl(_), RawRecord::Line(text)) => {
                 let mut object = Map::new();
                 object.insert("raw_line".into(), Value::String(text));
-                return self.write(line, RawRecord::Object(object), probs, error);
+                return self.write(line, RawRecord::Object(object), prediction, error);
             }
             (Sink::Jsonl(w), RawRecord::Object(mut object)) => {
-                match (probs, best) {
-                    (Some(p), Some(b)) => {
-                        object.insert(added[0].clone(), Value::String(self.labels[b].clone()));
-                        object.insert(added[1].clone(), Value::from(p[b] as f64));
-                        for (name, v) in added[2..].iter().zip(p) {
-                            object.insert(name.clone(), Value::from(*v as f64));
+                match cells {
+                    Some(cells) => {
+                        for (name, cell) in self.added.names.iter().zip(cells) {
+                            let value = match cell {
+                                Cell::Text(t) => Value::String(t),
+                                Cell::Number(v) => Value::from(v as f64),
+                                Cell::List(items) => {
+                                    Value::Array(items.into_iter().map(Value::String).collect())
+                                }
+                            };
+                            object.insert(name.clone(), value);
                         }
                     }
-                    _ => {
-                        for name in added {
-                            object.insert(name, Value::Null);
+                    None => {
+                        for name in &self.added.names {
+                            object.insert(name.clone(), Value::Null);
                         }
                         if let Some(e) = error {
                             object.insert("error".into(), Value::String(e.to_string()));
@@ -445,11 +481,7 @@ fn resolve_format(path: &Path, given: Option<Format>, fallback: Format) -> Resul
 /// Streams `input` through the model into `output`: one output row per input row, in the
 /// same order, every input column kept, plus the predicted label and its probability. The
 /// output file appears only once complete.
-pub fn predict_file(
-    model: &FineTuned,
-    opts: &PredictOptions,
-    device: &Device,
-) -> Result<PredictSummary> {
+pub fn predict_file(classifier: &Classifier, opts: &PredictOptions) -> Result<PredictSummary> {
     let input_format = match opts.input_format {
         Some(f) => f,
         None if opts.input.as_os_str() == "-" => Format::Csv,
@@ -484,8 +516,12 @@ pub fn predict_file(
     let mut writer = RowWriter {
         sink,
         headers: reader.headers().to_vec(),
-        labels: model.labels.names().to_vec(),
-        all_probabilities: opts.all_probabilities,
+        added: AddedColumns::new(
+            classifier.task(),
+            classifier.labels(),
+            opts.all_probabilities,
+        ),
+        label_delimiter: opts.label_delimiter.clone(),
         input: stream_name(&opts.input, "standard input"),
         output: stream_name(&opts.output, "standard output"),
         tsv: output_format == Format::Tsv,
@@ -496,7 +532,6 @@ pub fn predict_file(
         ProgressStyle::with_template("{spinner} {pos} rows scored [{elapsed}] {per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let scorer = Scorer::for_model(model, opts.batch_size, device);
     let stopped = || {
         if opts.output.as_os_str() == "-" {
             "the predictions on standard output are incomplete".to_string()
@@ -506,7 +541,7 @@ pub fn predict_file(
             format!("{} was not written", opts.output.display())
         }
     };
-    let mut check = || Ok(interrupt::check(stopped)?);
+    let check = || Ok(interrupt::check(stopped)?);
     let start = Instant::now();
     let (mut rows, mut skipped, mut first_skipped) = (0usize, 0usize, None);
     let chunk_rows = opts.chunk_rows.max(1);
@@ -525,7 +560,7 @@ pub fn predict_file(
         let mut inputs = Vec::with_capacity(chunk.len());
         for record in &chunk {
             match &record.row {
-                Ok(row) => inputs.push((row.text.as_str(), row.text_pair.as_deref())),
+                Ok(row) => inputs.push(Input::new(&row.text, row.text_pair.as_deref())),
                 Err(e) if opts.on_error == OnError::SkipRow => {
                     skipped += 1;
                     first_skipped.get_or_insert_with(|| e.to_string());
@@ -533,17 +568,20 @@ pub fn predict_file(
                 Err(e) => bail!("{e} (pass --on-error skip-row to keep going)"),
             }
         }
-        let encoded = model
-            .tokenizer
+        let encoded = classifier
             .encode(&inputs)
             .with_context(|| format!("{}: cannot tokenize", opts.input.display()))?;
-        let mut probs = scorer
-            .probabilities_checked(&encoded, Some(&bar), &mut check)?
-            .into_iter();
+        let mut predictions = classifier
+            .logits_observed(&encoded, opts.batching, &mut |rows| {
+                bar.inc(rows as u64);
+                check()
+            })?
+            .into_iter()
+            .map(|logits| classifier.task().predict(&logits));
         for record in chunk {
             match record.row {
                 Ok(_) => {
-                    let p = probs.next().context("a prediction per scored row")?;
+                    let p = predictions.next().context("a prediction per scored row")?;
                     writer.write(record.line, record.raw, Some(&p), None)?;
                 }
                 Err(e) => writer.write(record.line, record.raw, None, Some(&e.to_string()))?,

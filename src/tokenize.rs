@@ -21,6 +21,32 @@ pub struct Encoded {
     pub type_ids: Vec<u32>,
 }
 
+/// One input to classify: a text, or a pair of texts (a question and a passage, two
+/// sentences to compare...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Input<'a> {
+    pub text: &'a str,
+    pub text_pair: Option<&'a str>,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(text: &'a str, text_pair: Option<&'a str>) -> Self {
+        Self { text, text_pair }
+    }
+}
+
+impl<'a> From<&'a str> for Input<'a> {
+    fn from(text: &'a str) -> Self {
+        Self::new(text, None)
+    }
+}
+
+impl<'a> From<(&'a str, &'a str)> for Input<'a> {
+    fn from((text, pair): (&'a str, &'a str)) -> Self {
+        Self::new(text, Some(pair))
+    }
+}
+
 /// A tokenizer set up for classification inputs of at most `max_length` tokens.
 #[derive(Clone)]
 pub struct TextEncoder {
@@ -154,22 +180,18 @@ impl TextEncoder {
 
     /// Encodes texts (and second texts of pairs), truncated to `max_length` tokens with the
     /// longer of a pair shortened first, as `transformers` does.
-    pub fn encode(&self, inputs: &[(&str, Option<&str>)]) -> Result<Vec<Encoded>> {
+    pub fn encode(&self, inputs: &[Input]) -> Result<Vec<Encoded>> {
         self.encode_using(&self.truncating, inputs)
     }
 
     /// As [`TextEncoder::encode`] without truncation: for length statistics.
-    pub fn encode_untruncated(&self, inputs: &[(&str, Option<&str>)]) -> Result<Vec<Encoded>> {
+    pub fn encode_untruncated(&self, inputs: &[Input]) -> Result<Vec<Encoded>> {
         self.encode_using(&self.tokenizer, inputs)
     }
 
     /// A tokenizer.json's normalizer and pre-tokenizer run regular expressions from the
     /// file: one that backtracks without end makes the regex engine panic, contained here.
-    fn encode_using(
-        &self,
-        tokenizer: &Tokenizer,
-        inputs: &[(&str, Option<&str>)],
-    ) -> Result<Vec<Encoded>> {
+    fn encode_using(&self, tokenizer: &Tokenizer, inputs: &[Input]) -> Result<Vec<Encoded>> {
         crate::panics::contain(|| encode_with(tokenizer, inputs))
             .with_context(|| format!("{}: cannot tokenize", self.origin))
     }
@@ -181,12 +203,12 @@ impl TextEncoder {
     }
 }
 
-fn encode_with(tokenizer: &Tokenizer, inputs: &[(&str, Option<&str>)]) -> Result<Vec<Encoded>> {
+fn encode_with(tokenizer: &Tokenizer, inputs: &[Input]) -> Result<Vec<Encoded>> {
     let batch: Vec<tokenizers::EncodeInput> = inputs
         .iter()
-        .map(|&(a, b)| match b {
-            Some(b) => (a, b).into(),
-            None => a.into(),
+        .map(|input| match input.text_pair {
+            Some(b) => (input.text, b).into(),
+            None => input.text.into(),
         })
         .collect();
     let encodings = tokenizer
@@ -343,7 +365,7 @@ mod tests {
     #[test]
     fn vocab_fallback_builds_bert_wordpiece() {
         let enc = encoder(16);
-        let out = enc.encode(&[("The movies were GOOD!", None)]).unwrap();
+        let out = enc.encode(&["The movies were GOOD!".into()]).unwrap();
         let tokens: Vec<&str> = out[0].ids.iter().map(|&i| TINY_VOCAB[i as usize]).collect();
         assert_eq!(
             tokens,
@@ -351,7 +373,7 @@ mod tests {
                 "[CLS]", "the", "movie", "##s", "[UNK]", "good", "!", "[SEP]"
             ]
         );
-        let chinese = enc.encode(&[("我喜欢这本书", None)]).unwrap();
+        let chinese = enc.encode(&["我喜欢这本书".into()]).unwrap();
         assert_eq!(chinese[0].ids.len(), 8, "each CJK character is a token");
     }
 
@@ -359,12 +381,12 @@ mod tests {
     fn pairs_get_segment_ids_and_truncate_longest_first() {
         let enc = encoder(8);
         let out = enc
-            .encode(&[("the movie was very very good", Some("fun"))])
+            .encode(&[("the movie was very very good", "fun").into()])
             .unwrap();
         assert_eq!(out[0].ids.len(), 8);
         assert_eq!(out[0].type_ids, [0, 0, 0, 0, 0, 0, 1, 1]);
         let stats = LengthStats::compute(
-            &enc.encode_untruncated(&[("the movie was very very good", Some("fun"))])
+            &enc.encode_untruncated(&[("the movie was very very good", "fun").into()])
                 .unwrap(),
             8,
             enc.unk_id(),

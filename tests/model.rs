@@ -5,11 +5,11 @@ mod common;
 use std::collections::HashMap;
 
 use bertcls::data::LabelSet;
+use bertcls::infer::{Batching, Classifier, LoadOptions, batched_logits};
 use bertcls::model::weights::{self, HeadInit};
-use bertcls::model::{BertClassifier, FineTuned, ForwardMode, cross_entropy};
-use bertcls::predict::Scorer;
+use bertcls::model::{BertClassifier, ForwardMode, cross_entropy};
 use bertcls::testing::TinyModel;
-use bertcls::tokenize::{Batch, TextEncoder};
+use bertcls::tokenize::{Batch, Input, TextEncoder};
 use bertcls::train::Trainable;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
@@ -66,9 +66,9 @@ fn setup(tiny: &TinyModel) -> (BertClassifier, Batch, Tensor, HashMap<String, Te
     let tokenizer = TextEncoder::load(&dir, 32).unwrap();
     let encoded = tokenizer
         .encode(&[
-            ("the movie was very good !", Some("great fun")),
-            ("awful", None),
-            ("not a boring film , what a fun movie", None),
+            ("the movie was very good !", "great fun").into(),
+            "awful".into(),
+            "not a boring film , what a fun movie".into(),
         ])
         .unwrap();
     let items: Vec<_> = encoded.iter().collect();
@@ -222,7 +222,7 @@ fn half_precision_training_path_tracks_f32() {
     assert_gradients_close((&full, &g32), (&half, &g16), 2e-2, 1e-4);
 }
 
-/// Prediction batches inputs longest first; each input must get the probabilities it gets when
+/// Prediction batches inputs longest first; each input must get the logits it gets when
 /// scored alone, in input order.
 #[test]
 fn length_sorted_prediction_keeps_input_order_and_values() {
@@ -237,26 +237,24 @@ fn length_sorted_prediction_keeps_input_order_and_values() {
         "fun",
         "what a fun movie , very good",
     ];
-    let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (*t, None)).collect();
+    let inputs: Vec<Input> = texts.iter().map(|&t| Input::from(t)).collect();
     let encoded = tokenizer.encode(&inputs).unwrap();
     let params = t.parameters().unwrap();
     let model = BertClassifier::from_tensors(&t.config(), 3, &params).unwrap();
-    let scorer = Scorer {
-        model: &model,
-        pad_id: tokenizer.pad_id(),
-        batch_size: 2,
-        device: &Device::Cpu,
-    };
-    let sorted = scorer.probabilities(&encoded, None).unwrap();
-    for (item, probs) in encoded.iter().zip(&sorted) {
+    let sorted = batched_logits(
+        &model,
+        tokenizer.pad_id(),
+        &encoded,
+        Batching::rows(2),
+        &Device::Cpu,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    for (item, logits) in encoded.iter().zip(&sorted) {
         let alone = Batch::collate(&[item], tokenizer.pad_id(), None, &Device::Cpu).unwrap();
-        let logits = model.logits(&alone).unwrap();
-        let expected = candle_nn::ops::softmax_last_dim(&logits)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        for (a, b) in probs.iter().zip(&expected[0]) {
-            assert!((a - b).abs() < 1e-6, "{probs:?} vs {:?}", expected[0]);
+        let expected = model.logits(&alone).unwrap().to_vec2::<f32>().unwrap();
+        for (a, b) in logits.iter().zip(&expected[0]) {
+            assert!((a - b).abs() < 1e-5, "{logits:?} vs {:?}", expected[0]);
         }
     }
 }
@@ -354,13 +352,13 @@ fn checkpoint_naming_variants_load_identically() {
         };
         let dir = common::temp_dir("naming");
         t.write(&dir).unwrap();
-        let model = FineTuned::load(&dir, None, &Device::Cpu).unwrap();
+        let model = Classifier::load(&dir, &LoadOptions::cpu()).unwrap();
         let encoded = model
-            .tokenizer
-            .encode(&[("the film was fun", None)])
+            .tokenizer()
+            .encode(&["the film was fun".into()])
             .unwrap();
         let batch = Batch::collate(&[&encoded[0]], 0, None, &Device::Cpu).unwrap();
-        logits.push(model.model.logits(&batch).unwrap());
+        logits.push(model.model().logits(&batch).unwrap());
     }
     for l in &logits[1..] {
         assert_eq!(max_abs_diff(&logits[0], l), 0.0);
@@ -396,16 +394,23 @@ fn base_model_gets_a_seeded_head_and_saved_model_round_trips() {
     let out = common::temp_dir("saved");
     model.save(&out, &labels()).unwrap();
     std::fs::copy(dir.join("vocab.txt"), out.join("vocab.txt")).unwrap();
-    let reloaded = FineTuned::load(&out, Some(16), &Device::Cpu).unwrap();
-    assert_eq!(reloaded.labels, labels());
+    let reloaded = Classifier::load(
+        &out,
+        &LoadOptions {
+            max_seq_length: Some(16),
+            ..LoadOptions::cpu()
+        },
+    )
+    .unwrap();
+    assert_eq!(reloaded.labels(), &labels());
     let encoded = reloaded
-        .tokenizer
-        .encode(&[("a great film", None)])
+        .tokenizer()
+        .encode(&["a great film".into()])
         .unwrap();
     let batch = Batch::collate(&[&encoded[0]], 0, None, &Device::Cpu).unwrap();
     let diff = max_abs_diff(
         &model.logits(&batch).unwrap(),
-        &reloaded.model.logits(&batch).unwrap(),
+        &reloaded.model().logits(&batch).unwrap(),
     );
     assert_eq!(diff, 0.0);
 }
@@ -509,8 +514,8 @@ fn default_label_names_come_from_the_classifier_shape() {
     object.remove("label2id");
     object.remove("num_labels");
     std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-    let model = FineTuned::load(&dir, None, &Device::Cpu).unwrap();
-    assert_eq!(model.labels.names(), ["LABEL_0", "LABEL_1", "LABEL_2"]);
+    let model = Classifier::load(&dir, &LoadOptions::cpu()).unwrap();
+    assert_eq!(model.labels().names(), ["LABEL_0", "LABEL_1", "LABEL_2"]);
     let data = dir.join("eval.csv");
     std::fs::write(&data, "label,text\n2,a great film\n0,awful\n").unwrap();
     let opts = bertcls::eval::EvalOptions {
@@ -521,10 +526,10 @@ fn default_label_names_come_from_the_classifier_shape() {
             text_pair: None,
             label: Some("label".into()),
         },
-        batch_size: 8,
+        batching: Batching::rows(8),
         max_samples: None,
     };
-    let report = bertcls::eval::evaluate_file(&model, &opts, &Device::Cpu).unwrap();
+    let report = bertcls::eval::evaluate_file(&model, &opts).unwrap();
     assert_eq!(report.labels, ["0", "1", "2"]);
     assert_eq!(report.examples, 2);
 }

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bertcls::config::SchedulerType;
+use bertcls::infer::{Classifier, LoadOptions};
 use bertcls::model::weights::{self, HeadInit};
-use bertcls::model::{BertConfig, FineTuned, ForwardMode};
+use bertcls::model::{BertConfig, ForwardMode};
 use bertcls::optim::{AdamW, AdamWConfig, Gradients, LrSchedule};
-use bertcls::tokenize::{Batch, TextEncoder};
+use bertcls::tokenize::{Batch, Input, TextEncoder};
 use bertcls::train::Trainable;
 use candle_core::{DType, Device, Tensor};
 
@@ -100,9 +101,9 @@ fn batch(tokenizer: &TextEncoder, items: &serde_json::Value) -> Batch {
             )
         })
         .collect();
-    let inputs: Vec<(&str, Option<&str>)> = pairs
+    let inputs: Vec<Input> = pairs
         .iter()
-        .map(|(a, b)| (a.as_str(), b.as_deref()))
+        .map(|(a, b)| Input::new(a, b.as_deref()))
         .collect();
     let encoded = tokenizer.encode(&inputs).unwrap();
     let refs: Vec<_> = encoded.iter().collect();
@@ -133,8 +134,8 @@ fn trainable(dir: &Path) -> (Trainable, TextEncoder) {
 #[test]
 fn tokenization_matches_transformers() {
     let r = Reference::load();
-    let model = FineTuned::load(&fixtures().join("tiny-bert"), None, &Device::Cpu).unwrap();
-    let b = batch(&model.tokenizer, &r.inputs["texts"]);
+    let model = Classifier::load(&fixtures().join("tiny-bert"), &LoadOptions::cpu()).unwrap();
+    let b = batch(model.tokenizer(), &r.inputs["texts"]);
     cite(128, "expected[key] = batch[key]");
     for (ours, key) in [
         (&b.input_ids, "input_ids"),
@@ -148,10 +149,10 @@ fn tokenization_matches_transformers() {
 #[test]
 fn forward_matches_transformers() {
     let r = Reference::load();
-    let model = FineTuned::load(&fixtures().join("tiny-bert"), None, &Device::Cpu).unwrap();
-    assert_eq!(model.labels.names(), ["negative", "neutral", "positive"]);
-    let b = batch(&model.tokenizer, &r.inputs["texts"]);
-    let out = model.model.forward(&b, &mut ForwardMode::eval()).unwrap();
+    let model = Classifier::load(&fixtures().join("tiny-bert"), &LoadOptions::cpu()).unwrap();
+    assert_eq!(model.labels().names(), ["negative", "neutral", "positive"]);
+    let b = batch(model.tokenizer(), &r.inputs["texts"]);
+    let out = model.model().forward(&b, &mut ForwardMode::eval()).unwrap();
     cite(134, "expected[\"last_hidden_state\"]");
     // Padding positions are not compared: transformers computes them unmasked as queries too,
     // but nothing reads them.
@@ -357,22 +358,22 @@ fn twenty_step_trajectory_matches_torch() {
 #[test]
 fn pytorch_bin_checkpoint_and_vocab_txt_load_alike() {
     let r = Reference::load();
-    let safetensors = FineTuned::load(&fixtures().join("tiny-bert"), None, &Device::Cpu).unwrap();
+    let safetensors = Classifier::load(&fixtures().join("tiny-bert"), &LoadOptions::cpu()).unwrap();
     cite(
         121,
         "torch.save(model.state_dict(), MODEL_BIN / \"pytorch_model.bin\")",
     );
-    let bin = FineTuned::load(&fixtures().join("tiny-bert-bin"), None, &Device::Cpu).unwrap();
-    let a = batch(&safetensors.tokenizer, &r.inputs["texts"]);
-    let b = batch(&bin.tokenizer, &r.inputs["texts"]);
+    let bin = Classifier::load(&fixtures().join("tiny-bert-bin"), &LoadOptions::cpu()).unwrap();
+    let a = batch(safetensors.tokenizer(), &r.inputs["texts"]);
+    let b = batch(bin.tokenizer(), &r.inputs["texts"]);
     assert_eq!(
         max_abs_diff(&a.input_ids, &b.input_ids),
         0.0,
         "vocab.txt tokenizer agrees with tokenizer.json"
     );
     let diff = max_abs_diff(
-        &safetensors.model.logits(&a).unwrap(),
-        &bin.model.logits(&b).unwrap(),
+        &safetensors.model().logits(&a).unwrap(),
+        &bin.model().logits(&b).unwrap(),
     );
     assert_eq!(diff, 0.0);
 }

@@ -199,6 +199,11 @@ impl BertConfig {
         self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
     }
 
+    /// transformers' `problem_type`, when config.json names one.
+    pub fn problem_type(&self) -> Option<&str> {
+        self.extra.get("problem_type").and_then(Value::as_str)
+    }
+
     /// The labels a fine-tuned model was trained on, in id order.
     pub fn labels(&self) -> Option<LabelSet> {
         let map = self.id2label.as_ref()?;

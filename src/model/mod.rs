@@ -8,18 +8,18 @@ pub mod pickle;
 pub mod weights;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Result, bail};
-use candle_core::{DType, Device, Tensor};
+use anyhow::Result;
+use candle_core::{DType, Tensor};
 
 pub use config::BertConfig;
 pub use encoder::ForwardMode;
 use encoder::{BertEncoder, Linear, Pooler};
-use weights::{HeadInit, Weights};
+use weights::Weights;
 
 use crate::data::LabelSet;
-use crate::tokenize::{Batch, TextEncoder};
+use crate::tokenize::Batch;
 
 /// What one forward pass computes.
 pub struct Outputs {
@@ -154,53 +154,3 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 /// Training settings stored beside a fine-tuned model (`training_args.json`); inference reads
 /// `max_seq_length` from it.
 pub const TRAINING_ARGS: &str = "training_args.json";
-
-/// A fine-tuned model folder loaded for evaluation or prediction.
-pub struct FineTuned {
-    pub dir: PathBuf,
-    pub model: BertClassifier,
-    pub tokenizer: TextEncoder,
-    pub labels: LabelSet,
-}
-
-impl FineTuned {
-    /// Loads a fine-tuned classifier (written by bertcls or by transformers' `save_pretrained`).
-    /// `max_seq_length` defaults to the one it was trained with, else the model's limit.
-    pub fn load(dir: &Path, max_seq_length: Option<usize>, device: &Device) -> Result<Self> {
-        if !dir.is_dir() {
-            bail!("{}: no such model folder", dir.display());
-        }
-        let config = BertConfig::load(dir)?;
-        let labels = match config.labels() {
-            Some(labels) => labels,
-            // transformers leaves its default names (LABEL_0, LABEL_1, ...) out of
-            // config.json: the classifier's shape tells how many there are.
-            None => match weights::classifier_size(dir)? {
-                Some(n) => LabelSet::from_names((0..n).map(|i| format!("LABEL_{i}")).collect()),
-                None => bail!(
-                    "{}: config.json has no id2label and the weights no classifier: this is not a \
-                     fine-tuned classifier (train one with `bertcls train`)",
-                    dir.display()
-                ),
-            },
-        };
-        let trained_length = std::fs::read(dir.join(TRAINING_ARGS))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["max_seq_length"].as_u64())
-            .map(|v| v as usize);
-        let max_len = max_seq_length
-            .or(trained_length)
-            .unwrap_or(512)
-            .min(config.max_position_embeddings);
-        let tokenizer = TextEncoder::load(dir, max_len)?;
-        let loaded = weights::load(dir, &config, labels.len(), HeadInit::Require, device)?;
-        let model = BertClassifier::from_tensors(&config, labels.len(), &loaded.tensors)?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            model,
-            tokenizer,
-            labels,
-        })
-    }
-}

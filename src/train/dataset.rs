@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use crate::config::TrainConfig;
 use crate::data::{self, Columns, Example, Format, LabelSet};
 use crate::rng::Rng;
-use crate::tokenize::{Encoded, TextEncoder};
+use crate::tokenize::{Encoded, Input, TextEncoder};
 
 /// Independent random streams derived from the seed.
 pub(crate) mod stream {
@@ -109,9 +109,9 @@ pub fn prepare_data(config: &TrainConfig, tokenizer: &TextEncoder) -> Result<Pre
         );
     }
     let encode = |examples: Vec<Example>| -> Result<Split> {
-        let inputs: Vec<(&str, Option<&str>)> = examples
+        let inputs: Vec<Input> = examples
             .iter()
-            .map(|e| (e.text.as_str(), e.text_pair.as_deref()))
+            .map(|e| Input::new(&e.text, e.text_pair.as_deref()))
             .collect();
         let encoded = tokenizer.encode(&inputs)?;
         Ok(Split { examples, encoded })

@@ -14,12 +14,12 @@ use super::dataset::{Prepared, epoch_batches, stream};
 use super::{TrainMetrics, Trainable, peak_rss_mb, total_updates};
 use crate::checkpoint::{self, Checkpoint, LogEntry, Progress, TrainerState};
 use crate::config::{BestMetric, IntervalStrategy, TrainConfig};
-use crate::eval::evaluate_encoded;
+use crate::eval::single_label_report;
+use crate::infer::{Batching, batched_logits};
 use crate::metrics::Report;
 use crate::model::ForwardMode;
 use crate::model::weights;
 use crate::optim::{AdamW, AdamWConfig, Gradients, LrSchedule};
-use crate::predict::Scorer;
 use crate::tokenize::{Batch, Encoded};
 use crate::{interrupt, rng};
 
@@ -244,19 +244,19 @@ impl<'a> Trainer<'a> {
             return Ok(None);
         };
         let model = self.trainable.model.detached()?;
-        let scorer = Scorer {
-            model: &model,
-            pad_id: self.pad_id,
-            batch_size: self.config.per_device_eval_batch_size,
-            device: &self.device,
-        };
-        Ok(Some(evaluate_encoded(
-            &scorer,
+        let logits = batched_logits(
+            &model,
+            self.pad_id,
             &validation.encoded,
+            Batching::rows(self.config.per_device_eval_batch_size),
+            &self.device,
+            &mut |_| Ok(()),
+        )?;
+        Ok(Some(single_label_report(
+            &logits,
             &validation.labels(),
             &self.data.labels,
-            None,
-        )?))
+        )))
     }
 
     /// Evaluates, logs the result, and keeps the model (and a checkpoint) if it is the best

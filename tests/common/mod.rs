@@ -116,6 +116,25 @@ pub fn sentences() -> Vec<(String, &'static str)> {
     out
 }
 
+/// Writes a tiny fine-tuned model folder into `dir` with `labels` and `problem_type` in its
+/// config.json, as transformers saves a model of that task.
+pub fn fine_tuned(dir: &Path, labels: &[&str], problem_type: &str) {
+    TinyModel {
+        seed: 5,
+        labels: Some(bertcls::data::LabelSet::from_names(
+            labels.iter().map(|l| l.to_string()).collect(),
+        )),
+        ..TinyModel::default()
+    }
+    .write(dir)
+    .unwrap();
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["problem_type"] = serde_json::json!(problem_type);
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
 /// A tiny base model, a small sentiment data set and a private cache in a fresh folder.
 pub struct Fixture {
     pub dir: PathBuf,

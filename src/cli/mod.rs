@@ -1,5 +1,7 @@
 //! The command line: argument definitions and thin wrappers over the library.
 
+mod serve;
+
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
@@ -10,13 +12,16 @@ use crate::config::{TrainConfig, parse_override};
 use crate::data::{Columns, Format};
 use crate::device::{self, DeviceSpec};
 use crate::eval::{EvalOptions, evaluate_file};
+use crate::infer::{Batching, Classifier, LoadOptions};
 use crate::limits;
 use crate::metrics::Report;
-use crate::model::{BertConfig, FineTuned};
-use crate::predict::{OnError, PredictOptions, predict_file, predict_texts};
+use crate::model::BertConfig;
+use crate::predict::{
+    Answer, OnError, PredictOptions, TextPrediction, predict_file, predict_texts,
+};
 use crate::source;
-pub use crate::terminal::printable;
-use crate::tokenize::{LengthStats, TextEncoder};
+pub use crate::terminal::{error_line, one_line, printable};
+use crate::tokenize::{Input, LengthStats, TextEncoder};
 use crate::train::Resume;
 
 #[derive(Parser, Debug)]
@@ -47,6 +52,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Predict labels for a file or for texts given on the command line.
     Predict(PredictArgs),
+    /// Serve a fine-tuned model over HTTP (text-embeddings-inference's /predict API).
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -174,33 +181,29 @@ pub struct PredictArgs {
     #[arg(long)]
     pub json: bool,
     /// A row that cannot be scored: fail (naming its line), or keep it with an empty prediction.
-    #[arg(long, value_enum, default_value_t = OnError::Fail)]
-    pub on_error: OnError,
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Fail)]
+    pub on_error: OnErrorArg,
+    /// Joins the labels of a multi-label prediction in the predicted_labels column.
+    #[arg(long, default_value = ",")]
+    pub label_delimiter: String,
 }
 
-/// The one line an error is reported as: its chain of causes joined by `: `, whitespace
-/// collapsed. candle appends a backtrace to its errors' messages when `RUST_BACKTRACE` is set;
-/// that is left out.
-pub fn error_line(error: &anyhow::Error) -> String {
-    fn candle_message(e: &candle_core::Error) -> String {
-        match e {
-            candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
-            other => other.to_string(),
+/// `--on-error`: see [`OnError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnErrorArg {
+    /// Stop with an error naming the row's line (the output file is not written).
+    Fail,
+    /// Keep the row with an empty prediction, count it, and go on.
+    SkipRow,
+}
+
+impl From<OnErrorArg> for OnError {
+    fn from(arg: OnErrorArg) -> Self {
+        match arg {
+            OnErrorArg::Fail => Self::Fail,
+            OnErrorArg::SkipRow => Self::SkipRow,
         }
     }
-    let causes: Vec<String> = error
-        .chain()
-        .map(|cause| match cause.downcast_ref::<candle_core::Error>() {
-            Some(e) => candle_message(e),
-            None => cause.to_string(),
-        })
-        .collect();
-    printable(&one_line(&causes.join(": "))).into_owned()
-}
-
-/// Collapses a multi-line message (clap's usage errors, errors from dependencies) to one line.
-pub fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A report whose label names are [`printable`], for the table.
@@ -223,7 +226,7 @@ fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
     .transpose()
 }
 
-fn open_model(args: &ModelArgs) -> Result<(FineTuned, candle_core::Device)> {
+fn open_model(args: &ModelArgs) -> Result<Classifier> {
     let device = device::open(args.device.parse::<DeviceSpec>()?)?;
     eprintln!("device: {}", device::describe(&device));
     let dir = source::resolve_first(std::slice::from_ref(&args.model))?;
@@ -233,14 +236,16 @@ fn open_model(args: &ModelArgs) -> Result<(FineTuned, candle_core::Device)> {
     if let Some(length) = args.max_seq_length {
         check_seq_length(&dir, length)?;
     }
-    let model = FineTuned::load(&dir, args.max_seq_length, &device)?;
-    limits::check_batch_tokens(
-        "--batch-size",
-        args.batch_size,
-        model.tokenizer.max_length(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    Ok((model, device))
+    let classifier = Classifier::load(
+        &dir,
+        &LoadOptions {
+            max_seq_length: args.max_seq_length,
+            device,
+        },
+    )?;
+    limits::check_batch_tokens("--batch-size", args.batch_size, classifier.max_length())
+        .map_err(anyhow::Error::msg)?;
+    Ok(classifier)
 }
 
 /// `--max-seq-length` within the bounds train sets for `max_seq_length`; the upper one comes
@@ -265,6 +270,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Predict(args) => predict(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }
 
@@ -305,9 +311,9 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
             };
             let start = std::time::Instant::now();
             let rows = crate::data::read_rows(file, Format::from_path(file)?, &columns, None)?;
-            let inputs: Vec<(&str, Option<&str>)> = rows
+            let inputs: Vec<Input> = rows
                 .iter()
-                .map(|r| (r.text.as_str(), r.text_pair.as_deref()))
+                .map(|r| Input::new(&r.text, r.text_pair.as_deref()))
                 .collect();
             let encoded = encoder.encode_untruncated(&inputs)?;
             let seconds = start.elapsed().as_secs_f64();
@@ -337,9 +343,9 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
     let mut out = Vec::new();
     for text in &args.text {
         let encoded = if args.max_seq_length.is_some() {
-            encoder.encode(&[(text.as_str(), None)])?
+            encoder.encode(&[text.as_str().into()])?
         } else {
-            encoder.encode_untruncated(&[(text.as_str(), None)])?
+            encoder.encode_untruncated(&[text.as_str().into()])?
         };
         let ids = &encoded[0].ids;
         let tokens: Vec<String> = ids
@@ -436,7 +442,7 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
-    let (model, device) = open_model(&args.model)?;
+    let classifier = open_model(&args.model)?;
     crate::interrupt::install();
     let opts = EvalOptions {
         data: args.data,
@@ -446,10 +452,10 @@ fn eval(args: EvalArgs) -> Result<()> {
             text_pair: args.text_pair_column,
             label: Some(args.label_column),
         },
-        batch_size: args.model.batch_size,
+        batching: Batching::rows(args.model.batch_size),
         max_samples: args.max_samples,
     };
-    let report = evaluate_file(&model, &opts, &device)?;
+    let report = evaluate_file(&classifier, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -459,23 +465,15 @@ fn eval(args: EvalArgs) -> Result<()> {
 }
 
 fn predict(args: PredictArgs) -> Result<()> {
-    let (model, device) = open_model(&args.model)?;
+    let classifier = open_model(&args.model)?;
     crate::interrupt::install();
+    let batching = Batching::rows(args.model.batch_size);
     if !args.text.is_empty() {
-        let predictions = predict_texts(&model, &args.text, args.model.batch_size, &device)?;
+        let predictions = predict_texts(&classifier, &args.text, batching)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&predictions)?);
         } else {
-            for p in &predictions {
-                println!(
-                    "{}\t{:.4}\t{}",
-                    printable(&p.label),
-                    p.probability,
-                    printable(&p.text)
-                );
-            }
-            let labels: Vec<Cow<str>> = predictions.iter().map(|p| printable(&p.label)).collect();
-            println!("[{}]", labels.join(", "));
+            print_text_predictions(&predictions);
         }
         return Ok(());
     }
@@ -489,12 +487,13 @@ fn predict(args: PredictArgs) -> Result<()> {
         output_format: parse_format(args.output_format.as_deref())?,
         text_column: args.text_column,
         text_pair_column: args.text_pair_column,
-        batch_size: args.model.batch_size,
+        batching,
         all_probabilities: args.all_probs,
+        label_delimiter: args.label_delimiter,
         chunk_rows: 4096,
-        on_error: args.on_error,
+        on_error: args.on_error.into(),
     };
-    let summary = predict_file(&model, &opts, &device)?;
+    let summary = predict_file(&classifier, &opts)?;
     eprintln!(
         "predicted {} rows in {:.1} s ({:.1} examples/s) -> {}",
         summary.rows - summary.skipped,
@@ -517,31 +516,40 @@ fn predict(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_lines_show_control_characters_escaped() {
-        let error = anyhow::anyhow!("label `\u{1b}]0;owned\u{7}` was not seen");
-        assert_eq!(
-            error_line(&error),
-            "label `\\u{1b}]0;owned\\u{7}` was not seen"
-        );
-    }
-
-    #[test]
-    fn error_line_leaves_out_candle_backtraces() {
-        let candle = candle_core::Error::WithBacktrace {
-            inner: Box::new(candle_core::Error::Msg("no CUDA-capable device".into())),
-            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+/// One line per text (the answer, then the text), then the answers in brackets: the
+/// smoke example's `[1, 0]`.
+fn print_text_predictions(predictions: &[TextPrediction]) {
+    let mut answers = Vec::new();
+    for p in predictions {
+        let answer = match &p.answer {
+            Answer::Label {
+                label, probability, ..
+            } => {
+                println!(
+                    "{}\t{probability:.4}\t{}",
+                    printable(label),
+                    printable(&p.text)
+                );
+                printable(label).into_owned()
+            }
+            Answer::Labels { labels, .. } => {
+                let shown: Vec<Cow<str>> = labels.iter().map(|l| printable(l)).collect();
+                let shown = format!("[{}]", shown.join(", "));
+                println!("{shown}\t{}", printable(&p.text));
+                shown
+            }
+            Answer::Value { value } => {
+                println!("{value:.4}\t{}", printable(&p.text));
+                format!("{value:.4}")
+            }
+            Answer::Values { values } => {
+                let shown: Vec<String> = values.iter().map(|v| format!("{v:.4}")).collect();
+                let shown = format!("[{}]", shown.join(", "));
+                println!("{shown}\t{}", printable(&p.text));
+                shown
+            }
         };
-        let error = anyhow::Error::new(candle).context("cannot open device cuda:0");
-        assert_eq!(
-            error_line(&error),
-            "cannot open device cuda:0: no CUDA-capable device"
-        );
-        let plain = anyhow::anyhow!("data/x.csv:3:\n  bad   row").context("reading");
-        assert_eq!(error_line(&plain), "reading: data/x.csv:3: bad row");
+        answers.push(answer);
     }
+    println!("[{}]", answers.join(", "));
 }

@@ -1,0 +1,266 @@
+//! A fine-tuned classifier loaded for inference: model, tokenizer, labels, task and device
+//! in one owned value that scores batches of texts or text pairs. `predict`, `eval`, the
+//! trainer's evaluation and `serve` are front ends over it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device};
+
+use crate::data::LabelSet;
+use crate::limits;
+use crate::model::{BertClassifier, BertConfig, TRAINING_ARGS, weights};
+use crate::task::{Prediction, Task};
+use crate::tokenize::{Batch, Encoded, Input, TextEncoder};
+
+/// How a model folder is loaded.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Truncation length; defaults to the one the model was trained with, else 512, never
+    /// over the model's `max_position_embeddings`.
+    pub max_seq_length: Option<usize>,
+    pub device: Device,
+}
+
+impl LoadOptions {
+    pub fn cpu() -> Self {
+        Self {
+            max_seq_length: None,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// How inputs are grouped into forward passes: inputs are sorted longest first and each
+/// pass takes as many as fit both bounds (padded tokens = rows × the longest row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub max_rows: usize,
+    pub max_tokens: usize,
+}
+
+impl Batching {
+    pub fn rows(max_rows: usize) -> Self {
+        Self {
+            max_rows,
+            max_tokens: limits::MAX_BATCH_TOKENS,
+        }
+    }
+}
+
+/// A fine-tuned classifier ready to score inputs.
+pub struct Classifier {
+    dir: PathBuf,
+    model: BertClassifier,
+    tokenizer: TextEncoder,
+    labels: LabelSet,
+    task: Task,
+    device: Device,
+}
+
+impl Classifier {
+    /// Loads a fine-tuned classifier folder, written by bertcls or by transformers'
+    /// `save_pretrained`.
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: no such model folder", dir.display());
+        }
+        let config = BertConfig::load(dir)?;
+        if let Some(length) = options.max_seq_length {
+            limits::check_seq_length(
+                "max_seq_length",
+                length,
+                Some(config.max_position_embeddings),
+            )
+            .map_err(anyhow::Error::msg)?;
+        }
+        let labels = match config.labels() {
+            Some(labels) => labels,
+            // transformers leaves its default names (LABEL_0, LABEL_1, ...) out of
+            // config.json: the classifier's shape tells how many there are.
+            None => match weights::classifier_size(dir)? {
+                Some(n) => LabelSet::from_names((0..n).map(|i| format!("LABEL_{i}")).collect()),
+                None => bail!(
+                    "{}: config.json has no id2label and the weights no classifier: this is not a \
+                     fine-tuned classifier (train one with `bertcls train`)",
+                    dir.display()
+                ),
+            },
+        };
+        let task = Task::from_problem_type(config.problem_type(), labels.len())
+            .with_context(|| format!("{}", dir.join("config.json").display()))?;
+        let max_len = options
+            .max_seq_length
+            .or_else(|| trained_length(dir))
+            .unwrap_or(512)
+            .min(config.max_position_embeddings);
+        let tokenizer = TextEncoder::load(dir, max_len)?;
+        let loaded = weights::load(
+            dir,
+            &config,
+            labels.len(),
+            weights::HeadInit::Require,
+            &options.device,
+        )?;
+        let model = BertClassifier::from_tensors(&config, labels.len(), &loaded.tensors)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            model,
+            tokenizer,
+            labels,
+            task,
+            device: options.device.clone(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn model(&self) -> &BertClassifier {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &TextEncoder {
+        &self.tokenizer
+    }
+
+    pub fn labels(&self) -> &LabelSet {
+        &self.labels
+    }
+
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The most tokens an input keeps (special tokens included).
+    pub fn max_length(&self) -> usize {
+        self.tokenizer.max_length()
+    }
+
+    /// Token ids of each input, truncated to [`Self::max_length`].
+    pub fn encode(&self, inputs: &[Input]) -> Result<Vec<Encoded>> {
+        self.tokenizer.encode(inputs)
+    }
+
+    /// Logits of each encoded input, in input order.
+    pub fn logits(&self, encoded: &[Encoded], batching: Batching) -> Result<Vec<Vec<f32>>> {
+        self.logits_observed(encoded, batching, &mut |_| Ok(()))
+    }
+
+    /// As [`Self::logits`], calling `after_batch` with the number of inputs each forward
+    /// pass scored: for progress, and to stop (an error from it ends the scoring).
+    pub fn logits_observed(
+        &self,
+        encoded: &[Encoded],
+        batching: Batching,
+        after_batch: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<Vec<Vec<f32>>> {
+        batched_logits(
+            &self.model,
+            self.tokenizer.pad_id(),
+            encoded,
+            batching,
+            &self.device,
+            after_batch,
+        )
+    }
+
+    /// The task's answer for each encoded input.
+    pub fn predict_encoded(
+        &self,
+        encoded: &[Encoded],
+        batching: Batching,
+    ) -> Result<Vec<Prediction>> {
+        Ok(self
+            .logits(encoded, batching)?
+            .iter()
+            .map(|l| self.task.predict(l))
+            .collect())
+    }
+
+    /// Tokenizes and scores inputs held in memory.
+    pub fn predict(&self, inputs: &[Input], batching: Batching) -> Result<Vec<Prediction>> {
+        self.predict_encoded(&self.encode(inputs)?, batching)
+    }
+}
+
+/// The `max_seq_length` a model folder was trained with, from `training_args.json`.
+fn trained_length(dir: &Path) -> Option<usize> {
+    let bytes = std::fs::read(dir.join(TRAINING_ARGS)).ok()?;
+    let args: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    args["max_seq_length"].as_u64().map(|v| v as usize)
+}
+
+/// Logits of `model` for each encoded input, in input order. Inputs go through longest
+/// first, so that each forward pass holds similar lengths and little padding. `model`
+/// should be detached from any gradient graph (see [`BertClassifier::detached`]).
+pub fn batched_logits(
+    model: &BertClassifier,
+    pad_id: u32,
+    encoded: &[Encoded],
+    batching: Batching,
+    device: &Device,
+    after_batch: &mut dyn FnMut(usize) -> Result<()>,
+) -> Result<Vec<Vec<f32>>> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].ids.len()));
+    let mut out = vec![Vec::new(); encoded.len()];
+    let mut rest = &order[..];
+    while !rest.is_empty() {
+        let take = batch_rows(rest.iter().map(|&i| encoded[i].ids.len()), batching);
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+        let batch = Batch::collate(&items, pad_id, None, device)?;
+        let logits = model
+            .logits(&batch)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        for (&i, l) in chunk.iter().zip(logits) {
+            out[i] = l;
+        }
+        after_batch(chunk.len())?;
+    }
+    Ok(out)
+}
+
+/// How many of the next inputs (lengths longest first) one forward pass takes: at least one,
+/// at most `max_rows`, and no more than fit `max_tokens` once padded to the first's length.
+pub fn batch_rows(lengths: impl Iterator<Item = usize>, batching: Batching) -> usize {
+    let mut rows = 0;
+    let mut longest = 0;
+    for length in lengths {
+        longest = longest.max(length);
+        if rows > 0 && (rows >= batching.max_rows || (rows + 1) * longest > batching.max_tokens) {
+            break;
+        }
+        rows += 1;
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_passes_respect_both_bounds() {
+        let b = Batching {
+            max_rows: 4,
+            max_tokens: 100,
+        };
+        assert_eq!(batch_rows([10, 10, 10, 10, 10].into_iter(), b), 4);
+        assert_eq!(batch_rows([40, 30, 30].into_iter(), b), 2, "3 × 40 > 100");
+        assert_eq!(
+            batch_rows([500, 3].into_iter(), b),
+            1,
+            "one input always goes"
+        );
+        assert_eq!(batch_rows(std::iter::empty(), b), 0);
+    }
+}

@@ -1,0 +1,209 @@
+//! predict and eval on models of each task transformers saves (`problem_type`): the columns
+//! and answers each task gets, and what is refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bertcls::infer::{Batching, Classifier, LoadOptions};
+use bertcls::task::Prediction;
+use common::{bertcls, fails_with, fine_tuned, ok, s, stdout, temp_dir};
+
+const TEXTS: [&str; 4] = [
+    "a great film",
+    "awful",
+    "the movie was fun",
+    "not a boring film",
+];
+
+/// A model folder of a task, and a CSV of TEXTS beside it.
+fn setup(tag: &str, labels: &[&str], problem_type: &str) -> (PathBuf, PathBuf) {
+    let dir = temp_dir(tag);
+    let model = dir.join("model");
+    fine_tuned(&model, labels, problem_type);
+    let input = dir.join("in.csv");
+    let rows: String = TEXTS.iter().map(|t| format!("{t}\n")).collect();
+    std::fs::write(&input, format!("text\n{rows}")).unwrap();
+    (model, input)
+}
+
+fn predict_csv(model: &Path, input: &Path, extra: &[&str]) -> csv::Reader<std::fs::File> {
+    let output = input.with_file_name("out.csv");
+    let mut args = vec!["predict", "--model", s(model), "--input", s(input)];
+    args.extend(["--output", s(&output), "--device", "cpu"]);
+    args.extend(extra);
+    ok(bertcls(&model.join("cache")).args(&args).output().unwrap());
+    csv::Reader::from_path(&output).unwrap()
+}
+
+fn library_predictions(model: &Path) -> Vec<Prediction> {
+    let classifier = Classifier::load(model, &LoadOptions::cpu()).unwrap();
+    let inputs: Vec<_> = TEXTS.iter().map(|&t| t.into()).collect();
+    classifier.predict(&inputs, Batching::rows(8)).unwrap()
+}
+
+#[test]
+fn multi_label_rows_get_the_labels_over_threshold_and_each_probability() {
+    let labels = ["joy", "anger", "love"];
+    let (model, input) = setup("multi", &labels, "multi_label_classification");
+    let mut reader = predict_csv(&model, &input, &["--all-probs", "--label-delimiter", "|"]);
+    let headers: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            "text",
+            "predicted_labels",
+            "prob_joy",
+            "prob_anger",
+            "prob_love"
+        ]
+    );
+    let expected = library_predictions(&model);
+    let mut chosen_any = 0;
+    for (row, prediction) in reader.records().zip(expected) {
+        let row = row.unwrap();
+        let Prediction::MultiLabel {
+            probabilities,
+            labels: chosen,
+        } = prediction
+        else {
+            panic!("a multi-label prediction");
+        };
+        let names: Vec<&str> = chosen.iter().map(|&i| labels[i]).collect();
+        assert_eq!(&row[1], names.join("|"));
+        chosen_any += chosen.len();
+        for (i, p) in probabilities.iter().enumerate() {
+            let written: f32 = row[2 + i].parse().unwrap();
+            assert!((written - p).abs() < 1e-6);
+            assert_eq!(*p >= 0.5, names.contains(&labels[i]), "threshold 0.5");
+        }
+    }
+    assert!(chosen_any > 0, "some label is predicted somewhere");
+}
+
+#[test]
+fn regression_rows_get_the_predicted_value() {
+    let (model, input) = setup("regression", &["similarity"], "regression");
+    let mut reader = predict_csv(&model, &input, &["--all-probs"]);
+    let headers: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        headers,
+        ["text", "prediction"],
+        "no probabilities for a regression"
+    );
+    for (row, prediction) in reader.records().zip(library_predictions(&model)) {
+        let Prediction::Regression { values } = prediction else {
+            panic!("a regression prediction");
+        };
+        let written: f32 = row.unwrap()[1].parse().unwrap();
+        assert!((written - values[0]).abs() < 1e-5);
+    }
+    let out = ok(bertcls(&model.join("cache"))
+        .args([
+            "predict",
+            "--model",
+            s(&model),
+            "--text",
+            "a great film",
+            "--json",
+        ])
+        .output()
+        .unwrap());
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(json[0]["value"].is_f64(), "{json}");
+}
+
+#[test]
+fn predict_text_answers_in_each_tasks_terms() {
+    let (model, _) = setup(
+        "text-multi",
+        &["joy", "anger"],
+        "multi_label_classification",
+    );
+    let out = ok(bertcls(&model.join("cache"))
+        .args([
+            "predict",
+            "--model",
+            s(&model),
+            "--text",
+            "a great film",
+            "--json",
+        ])
+        .output()
+        .unwrap());
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        json[0]["labels"].is_array() && json[0]["probabilities"].is_array(),
+        "{json}"
+    );
+    assert!(json[0].get("label").is_none(), "{json}");
+}
+
+#[test]
+fn what_a_task_cannot_do_is_refused_naming_why() {
+    let (model, input) = setup(
+        "refused",
+        &["joy", "anger,rage"],
+        "multi_label_classification",
+    );
+    let output = input.with_file_name("out.csv");
+    let cache = model.join("cache");
+    let predict = |out: &PathBuf| {
+        bertcls(&cache)
+            .args([
+                "predict",
+                "--model",
+                s(&model),
+                "--input",
+                s(&input),
+                "--output",
+                s(out),
+            ])
+            .output()
+            .unwrap()
+    };
+    fails_with(
+        predict(&output),
+        &["label `anger,rage`", "--label-delimiter"],
+    );
+    assert!(!output.exists());
+    ok(predict(&input.with_file_name("out.jsonl")));
+
+    let data = input.with_file_name("labelled.csv");
+    std::fs::write(&data, "text,label\ngood,joy\n").unwrap();
+    fails_with(
+        bertcls(&cache)
+            .args(["eval", "--model", s(&model), "--data", s(&data)])
+            .output()
+            .unwrap(),
+        &[
+            "multi_label_classification model",
+            "single_label_classification models only",
+        ],
+    );
+
+    let config = model.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("multi_label_classification", "ranking"),
+    )
+    .unwrap();
+    fails_with(
+        bertcls(&cache)
+            .args(["predict", "--model", s(&model), "--text", "good"])
+            .output()
+            .unwrap(),
+        &["config.json", "problem_type `ranking`"],
+    );
+}
