@@ -27,7 +27,31 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use bertcls::infer::{Batching, Classifier, LoadOptions};
+use bertcls::tokenize::Input;
+
 const BERTCLS: &str = env!("CARGO_BIN_EXE_bertcls");
+/// bertcls serve's batches per client count, from its /metrics.
+fn batching_table(rows: &[LoadResult]) -> String {
+    let mut t = String::from(
+        "\n| bertcls serve, from /metrics: clients | batches | inputs per batch | tokens per batch (no padding) | inference ms per batch | queue ms per request |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        if let Some(b) = &r.batching {
+            t.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                r.clients,
+                fmt(b.batches, 0),
+                fmt(b.mean_batch_size, 1),
+                fmt(b.mean_batch_tokens, 0),
+                fmt(b.inference_ms_per_batch, 1),
+                fmt(b.queue_ms_per_request, 1),
+            ));
+        }
+    }
+    t
+}
+
 /// Issue 11's figures.
 const TARGET_VS_OFFLINE: f64 = 0.80;
 const TARGET_VS_REFERENCE: f64 = 2.0;
@@ -217,9 +241,36 @@ struct LoadResult {
     p95_ms: f64,
     p99_ms: f64,
     memory: Memory,
+    /// What bertcls serve's /metrics says of this client count.
+    batching: Option<BatchStats>,
     /// CPU time over the wall time, in cores: the server's, and this process's (the clients).
     server_cores: f64,
     client_cores: f64,
+}
+
+/// The batches bertcls serve formed during one client count, from /metrics before and after.
+#[derive(Debug, Clone, Serialize)]
+struct BatchStats {
+    batches: f64,
+    mean_batch_size: f64,
+    /// Tokens per batch, padding excluded.
+    mean_batch_tokens: f64,
+    inference_ms_per_batch: f64,
+    queue_ms_per_request: f64,
+}
+
+fn batch_stats(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BatchStats {
+    let delta =
+        |name: &str| after.get(name).unwrap_or(&f64::NAN) - before.get(name).unwrap_or(&0.0);
+    let batches = delta("bertcls_batch_size_count");
+    BatchStats {
+        batches,
+        mean_batch_size: delta("bertcls_batch_size_sum") / batches,
+        mean_batch_tokens: delta("bertcls_batch_tokens_sum") / batches,
+        inference_ms_per_batch: 1000.0 * delta("bertcls_inference_duration_seconds_sum") / batches,
+        queue_ms_per_request: 1000.0 * delta("bertcls_queue_duration_seconds_sum")
+            / delta("bertcls_queue_duration_seconds_count"),
+    }
 }
 
 /// What one client thread saw: latencies of the 200s in microseconds, and the rest.
@@ -290,6 +341,7 @@ fn load(
 ) -> Result<LoadResult> {
     let url = server.url("/predict");
     let sent = Arc::new(AtomicUsize::new(0));
+    let metrics_before = server.metrics();
     let server_cpu = server.cpu_seconds()?;
     let client_cpu = cpu_seconds("self")?;
     let start = Instant::now();
@@ -336,6 +388,9 @@ fn load(
         p99_ms: percentile_ms(&all.latencies_us, 99.0),
         memory: server.memory()?,
         server_cores: (server.cpu_seconds()? - server_cpu) / elapsed,
+        batching: metrics_before
+            .zip(server.metrics())
+            .map(|(before, after)| batch_stats(&before, &after)),
         client_cores: (cpu_seconds("self")? - client_cpu) / elapsed,
     })
 }
@@ -370,9 +425,9 @@ fn load_levels(
 struct Offline {
     predict_texts_per_second: f64,
     predict_rows: u64,
-    /// How the single-text figure was measured.
-    single_text_method: String,
+    /// One text alone through `Classifier::predict`: the median and the mean over the texts.
     single_text_ms: f64,
+    single_text_mean_ms: f64,
 }
 
 fn write_texts_csv(path: &Path, texts: &[String]) -> Result<()> {
@@ -398,28 +453,41 @@ fn predict_file(model: &Path, input: &Path, output: &Path, batch_size: usize) ->
         .args(["--batch-size", &batch_size.to_string(), "--json"]))?)
 }
 
+/// Milliseconds to answer each text alone through the library, as the server does for a
+/// lone request: tokenize, one forward pass of one row, task head. The model load is left
+/// out, and the first texts warm the allocator and caches up.
+fn single_text_ms(model: &Path, texts: &[String]) -> Result<Vec<f64>> {
+    let classifier = Classifier::load(model, &LoadOptions::cpu())
+        .with_context(|| format!("cannot load {}", model.display()))?;
+    let one = |text: &str| -> Result<f64> {
+        let start = Instant::now();
+        classifier.predict(&[Input::from(text)], Batching::rows(1))?;
+        Ok(start.elapsed().as_secs_f64() * 1000.0)
+    };
+    for text in texts.iter().take(20) {
+        one(text)?;
+    }
+    texts.iter().map(|t| one(t)).collect()
+}
+
 fn offline(model: &Path, work: &Path, texts: &[String]) -> Result<Offline> {
     let input = work.join("serve_load-texts.csv");
     write_texts_csv(&input, texts)?;
     let output = work.join("serve_load-predicted.csv");
     eprintln!("offline: bertcls predict over {} texts", texts.len());
     let batched = predict_file(model, &input, &output, 64)?;
-    // One text per forward pass: what a request costs with nothing to batch it with.
-    // TODO(issue 11): the median of Classifier::classify over single texts once the library
-    // type is on main; until then the mean from predict at batch size 1.
-    eprintln!("offline: bertcls predict one text at a time");
-    let single = predict_file(model, &input, &output, 1)?;
-    let per_second = single["examples_per_second"].as_f64().unwrap_or(f64::NAN);
+    eprintln!("offline: each text alone through Classifier::predict");
+    let mut single = single_text_ms(model, texts)?;
+    single.sort_unstable_by(f64::total_cmp);
     let result = Offline {
         predict_texts_per_second: batched["examples_per_second"].as_f64().unwrap_or(f64::NAN),
         predict_rows: batched["rows"].as_u64().unwrap_or(0),
-        single_text_method:
-            "mean over the texts of bertcls predict --batch-size 1 (model load excluded)".into(),
-        single_text_ms: 1000.0 / per_second,
+        single_text_ms: single[single.len() / 2],
+        single_text_mean_ms: single.iter().sum::<f64>() / single.len().max(1) as f64,
     };
     eprintln!(
-        "  {:.1} texts/s batched, {:.2} ms per single text",
-        result.predict_texts_per_second, result.single_text_ms
+        "  {:.1} texts/s batched; one text alone: median {:.2} ms, mean {:.2} ms",
+        result.predict_texts_per_second, result.single_text_ms, result.single_text_mean_ms
     );
     Ok(result)
 }
@@ -581,6 +649,9 @@ fn report(run: &Run, opts: &Options) -> String {
     let mut rows = run.ours.clone();
     rows.extend(run.theirs.iter().cloned());
     md.push_str(&load_table(&rows));
+    if run.ours.iter().any(|r| r.batching.is_some()) {
+        md.push_str(&batching_table(&run.ours));
+    }
     for (name, s) in &run.ready_seconds {
         md.push_str(&format!(
             "\n{name}: ready {} s after its start.",
@@ -591,11 +662,14 @@ fn report(run: &Run, opts: &Options) -> String {
     if let Some(o) = &run.offline {
         md.push_str(&format!(
             "\nOffline, same model and texts: `bertcls predict --input` (batch 64) {} texts/s over {} rows \
-             (model time, load excluded); single-text forward pass {} ms ({}).\n",
+             (model time, load excluded). Single-text forward pass: each text alone through \
+             `Classifier::predict` (tokenize, one forward pass of one row, softmax), median {} ms, \
+             mean {} ms over the {} texts.\n",
             fmt(o.predict_texts_per_second, 1),
             o.predict_rows,
             fmt(o.single_text_ms, 2),
-            o.single_text_method,
+            fmt(o.single_text_mean_ms, 2),
+            run.texts,
         ));
     }
     let figs = figures(

@@ -276,6 +276,8 @@ fn read_response(stream: &mut TcpStream, sent: usize) -> Outcome {
     let tei_error = serde_json::from_slice::<Value>(body)
         .is_ok_and(|v| v["error"].is_string() && v["error_type"].is_string());
     let label = match status {
+        // Errors are expected to carry TEI's body; say where one does not.
+        Some(s) if s >= 400 && !tei_error => format!("{s} without an error body"),
         Some(s) => s.to_string(),
         None if timed_out => "no answer in 10 s".into(),
         None => "closed without a status".into(),

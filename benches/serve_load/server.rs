@@ -1,6 +1,7 @@
 //! A server under test as a child process: started, waited for (its readiness line gives the
 //! port), measured (memory and CPU time from /proc), stopped with SIGTERM.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -148,6 +149,29 @@ impl Server {
             rss_mib: kib("VmRSS:")? / 1024.0,
             peak_mib: kib("VmHWM:")? / 1024.0,
         })
+    }
+
+    /// The unlabelled samples of `GET /metrics` (histograms' `_sum` and `_count` among them),
+    /// or None where the server has no such route (the reference).
+    pub fn metrics(&self) -> Option<BTreeMap<String, f64>> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        let text = agent
+            .get(&self.url("/metrics"))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        Some(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.contains('{'))
+                .filter_map(|l| {
+                    let (name, value) = l.split_once(' ')?;
+                    Some((name.to_string(), value.trim().parse().ok()?))
+                })
+                .collect(),
+        )
     }
 
     pub fn panics(&self) -> usize {
