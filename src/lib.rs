@@ -1,8 +1,9 @@
 //! bertcls: fine-tune BERT for text classification and serve its predictions.
 //!
 //! The library holds everything; the `bertcls` binary is a thin command line over it
-//! ([`cli`]). Start from [`train::train`], [`eval::evaluate_file`] and
-//! [`predict::predict_file`].
+//! ([`cli`]). Start from [`train::train`] to fine-tune, [`infer::Classifier`] to load a model
+//! and score texts, and its front ends [`eval::evaluate_file`], [`predict::predict_file`] and
+//! [`serve::serve`].
 
 pub mod atomic;
 pub mod checkpoint;

@@ -189,11 +189,37 @@ impl TextEncoder {
         self.encode_using(&self.tokenizer, inputs)
     }
 
+    /// As [`TextEncoder::encode`] (or, with `truncate` false, [`TextEncoder::encode_untruncated`])
+    /// on the calling thread alone. The batch encoders spread the inputs over rayon's pool,
+    /// the pool inference runs its matrix products on: a server tokenizing there would wait
+    /// for the model.
+    pub fn encode_here(&self, inputs: &[Input], truncate: bool) -> Result<Vec<Encoded>> {
+        let tokenizer = if truncate {
+            &self.truncating
+        } else {
+            &self.tokenizer
+        };
+        self.contained(|| {
+            inputs
+                .iter()
+                .map(|input| {
+                    let encoding = tokenizer
+                        .encode(encode_input(input), true)
+                        .map_err(tokenizer_error)?;
+                    Ok(Encoded::from(&encoding))
+                })
+                .collect()
+        })
+    }
+
+    fn encode_using(&self, tokenizer: &Tokenizer, inputs: &[Input]) -> Result<Vec<Encoded>> {
+        self.contained(|| encode_with(tokenizer, inputs))
+    }
+
     /// A tokenizer.json's normalizer and pre-tokenizer run regular expressions from the
     /// file: one that backtracks without end makes the regex engine panic, contained here.
-    fn encode_using(&self, tokenizer: &Tokenizer, inputs: &[Input]) -> Result<Vec<Encoded>> {
-        crate::panics::contain(|| encode_with(tokenizer, inputs))
-            .with_context(|| format!("{}: cannot tokenize", self.origin))
+    fn contained(&self, f: impl FnOnce() -> Result<Vec<Encoded>>) -> Result<Vec<Encoded>> {
+        crate::panics::contain(f).with_context(|| format!("{}: cannot tokenize", self.origin))
     }
 
     /// Writes `tokenizer.json` into a model folder, without padding or truncation baked in.
@@ -203,24 +229,28 @@ impl TextEncoder {
     }
 }
 
+fn encode_input<'a>(input: &Input<'a>) -> tokenizers::EncodeInput<'a> {
+    match input.text_pair {
+        Some(b) => (input.text, b).into(),
+        None => input.text.into(),
+    }
+}
+
+impl From<&tokenizers::Encoding> for Encoded {
+    fn from(e: &tokenizers::Encoding) -> Self {
+        Self {
+            ids: e.get_ids().to_vec(),
+            type_ids: e.get_type_ids().to_vec(),
+        }
+    }
+}
+
 fn encode_with(tokenizer: &Tokenizer, inputs: &[Input]) -> Result<Vec<Encoded>> {
-    let batch: Vec<tokenizers::EncodeInput> = inputs
-        .iter()
-        .map(|input| match input.text_pair {
-            Some(b) => (input.text, b).into(),
-            None => input.text.into(),
-        })
-        .collect();
+    let batch: Vec<tokenizers::EncodeInput> = inputs.iter().map(encode_input).collect();
     let encodings = tokenizer
         .encode_batch(batch, true)
         .map_err(tokenizer_error)?;
-    Ok(encodings
-        .into_iter()
-        .map(|e| Encoded {
-            ids: e.get_ids().to_vec(),
-            type_ids: e.get_type_ids().to_vec(),
-        })
-        .collect())
+    Ok(encodings.iter().map(Encoded::from).collect())
 }
 
 /// A padded batch on a device.

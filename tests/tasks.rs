@@ -27,13 +27,24 @@ fn setup(tag: &str, labels: &[&str], problem_type: &str) -> (PathBuf, PathBuf) {
     (model, input)
 }
 
-fn predict_csv(model: &Path, input: &Path, extra: &[&str]) -> csv::Reader<std::fs::File> {
+fn predict_csv(
+    model: &Path,
+    input: &Path,
+    extra: &[&str],
+) -> (Vec<String>, Vec<csv::StringRecord>) {
     let output = input.with_file_name("out.csv");
     let mut args = vec!["predict", "--model", s(model), "--input", s(input)];
     args.extend(["--output", s(&output), "--device", "cpu"]);
     args.extend(extra);
     ok(bertcls(&model.join("cache")).args(&args).output().unwrap());
-    csv::Reader::from_path(&output).unwrap()
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let headers = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    (headers, reader.records().map(Result::unwrap).collect())
 }
 
 fn library_predictions(model: &Path) -> Vec<Prediction> {
@@ -42,17 +53,27 @@ fn library_predictions(model: &Path) -> Vec<Prediction> {
     classifier.predict(&inputs, Batching::rows(8)).unwrap()
 }
 
+/// `predict --text "a great film" --json`.
+fn predict_text_json(model: &Path) -> serde_json::Value {
+    let out = ok(bertcls(&model.join("cache"))
+        .args([
+            "predict",
+            "--model",
+            s(model),
+            "--text",
+            "a great film",
+            "--json",
+        ])
+        .output()
+        .unwrap());
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
 #[test]
 fn multi_label_rows_get_the_labels_over_threshold_and_each_probability() {
     let labels = ["joy", "anger", "love"];
     let (model, input) = setup("multi", &labels, "multi_label_classification");
-    let mut reader = predict_csv(&model, &input, &["--all-probs", "--label-delimiter", "|"]);
-    let headers: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_string)
-        .collect();
+    let (headers, rows) = predict_csv(&model, &input, &["--all-probs", "--label-delimiter", "|"]);
     assert_eq!(
         headers,
         [
@@ -65,8 +86,7 @@ fn multi_label_rows_get_the_labels_over_threshold_and_each_probability() {
     );
     let expected = library_predictions(&model);
     let mut chosen_any = 0;
-    for (row, prediction) in reader.records().zip(expected) {
-        let row = row.unwrap();
+    for (row, prediction) in rows.iter().zip(expected) {
         let Prediction::MultiLabel {
             probabilities,
             labels: chosen,
@@ -89,37 +109,20 @@ fn multi_label_rows_get_the_labels_over_threshold_and_each_probability() {
 #[test]
 fn regression_rows_get_the_predicted_value() {
     let (model, input) = setup("regression", &["similarity"], "regression");
-    let mut reader = predict_csv(&model, &input, &["--all-probs"]);
-    let headers: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_string)
-        .collect();
+    let (headers, rows) = predict_csv(&model, &input, &["--all-probs"]);
     assert_eq!(
         headers,
         ["text", "prediction"],
         "no probabilities for a regression"
     );
-    for (row, prediction) in reader.records().zip(library_predictions(&model)) {
+    for (row, prediction) in rows.iter().zip(library_predictions(&model)) {
         let Prediction::Regression { values } = prediction else {
             panic!("a regression prediction");
         };
-        let written: f32 = row.unwrap()[1].parse().unwrap();
+        let written: f32 = row[1].parse().unwrap();
         assert!((written - values[0]).abs() < 1e-5);
     }
-    let out = ok(bertcls(&model.join("cache"))
-        .args([
-            "predict",
-            "--model",
-            s(&model),
-            "--text",
-            "a great film",
-            "--json",
-        ])
-        .output()
-        .unwrap());
-    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let json = predict_text_json(&model);
     assert!(json[0]["value"].is_f64(), "{json}");
 }
 
@@ -130,18 +133,7 @@ fn predict_text_answers_in_each_tasks_terms() {
         &["joy", "anger"],
         "multi_label_classification",
     );
-    let out = ok(bertcls(&model.join("cache"))
-        .args([
-            "predict",
-            "--model",
-            s(&model),
-            "--text",
-            "a great film",
-            "--json",
-        ])
-        .output()
-        .unwrap());
-    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let json = predict_text_json(&model);
     assert!(
         json[0]["labels"].is_array() && json[0]["probabilities"].is_array(),
         "{json}"

@@ -227,25 +227,30 @@ fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
 }
 
 fn open_model(args: &ModelArgs) -> Result<Classifier> {
-    let device = device::open(args.device.parse::<DeviceSpec>()?)?;
-    eprintln!("device: {}", device::describe(&device));
-    let dir = source::resolve_first(std::slice::from_ref(&args.model))?;
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    if let Some(length) = args.max_seq_length {
-        check_seq_length(&dir, length)?;
-    }
-    let classifier = Classifier::load(
-        &dir,
-        &LoadOptions {
-            max_seq_length: args.max_seq_length,
-            device,
-        },
-    )?;
+    let classifier = load_classifier(&args.model, &args.device, args.max_seq_length)?;
+    eprintln!("device: {}", device::describe(classifier.device()));
     limits::check_batch_tokens("--batch-size", args.batch_size, classifier.max_length())
         .map_err(anyhow::Error::msg)?;
     Ok(classifier)
+}
+
+/// The classifier of `--model`, `--device` and `--max-seq-length`.
+fn load_classifier(model: &str, device: &str, max_seq_length: Option<usize>) -> Result<Classifier> {
+    let device = device::open(device.parse::<DeviceSpec>()?)?;
+    let dir = source::resolve_first(&[model.to_string()])?;
+    if let Some(length) = max_seq_length {
+        check_seq_length(&dir, length)?;
+    }
+    Classifier::load(
+        &dir,
+        &LoadOptions {
+            max_seq_length,
+            device,
+        },
+    )
 }
 
 /// `--max-seq-length` within the bounds train sets for `max_seq_length`; the upper one comes

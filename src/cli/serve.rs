@@ -6,11 +6,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
-use crate::device::{self, DeviceSpec};
-use crate::infer::{Classifier, LoadOptions};
+use crate::device;
 use crate::limits;
 use crate::serve::{ApiKey, ServeOptions};
-use crate::source;
 
 /// Where the API key may also come from, kept out of the command line (and `ps`).
 pub const API_KEY_VARIABLE: &str = "BERTCLS_API_KEY";
@@ -54,8 +52,8 @@ pub struct ServeArgs {
     pub request_timeout: u64,
     /// Require `Authorization: Bearer KEY` (except on /health). Prefer the BERTCLS_API_KEY
     /// variable: other users of the machine can read a command line.
-    #[arg(long)]
-    pub api_key: Option<String>,
+    #[arg(long, value_parser = |key: &str| Ok::<_, String>(ApiKey::new(key.to_string())))]
+    pub api_key: Option<ApiKey>,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
 }
@@ -88,7 +86,7 @@ fn init_logging(level: LogLevel) {
 
 fn api_key(args: &ServeArgs) -> Result<Option<ApiKey>> {
     let key = match &args.api_key {
-        Some(key) => Some(key.clone()),
+        Some(key) => Some(key.expose().to_string()),
         None => match std::env::var(API_KEY_VARIABLE) {
             Ok(key) => Some(key),
             Err(std::env::VarError::NotPresent) => None,
@@ -153,22 +151,11 @@ fn options(args: &ServeArgs, model_length: usize) -> Result<ServeOptions> {
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     init_logging(args.log_level);
-    let device = device::open(args.device.parse::<DeviceSpec>()?)?;
-    let dir = source::resolve_first(std::slice::from_ref(&args.model))?;
-    if let Some(length) = args.max_seq_length {
-        super::check_seq_length(&dir, length)?;
-    }
-    let classifier = Classifier::load(
-        &dir,
-        &LoadOptions {
-            max_seq_length: args.max_seq_length,
-            device,
-        },
-    )?;
+    let classifier = super::load_classifier(&args.model, &args.device, args.max_seq_length)?;
     let options = options(&args, classifier.max_length())?;
     eprintln!(
         "bertcls serve: {} ({}, {} labels, max {} tokens) on {}",
-        crate::terminal::printable(&dir.display().to_string()),
+        crate::terminal::printable(&classifier.dir().display().to_string()),
         classifier.task().problem_type(),
         classifier.labels().len(),
         classifier.max_length(),

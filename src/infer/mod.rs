@@ -197,8 +197,9 @@ fn trained_length(dir: &Path) -> Option<usize> {
 }
 
 /// Logits of `model` for each encoded input, in input order. Inputs go through longest
-/// first, so that each forward pass holds similar lengths and little padding. `model`
-/// should be detached from any gradient graph (see [`BertClassifier::detached`]).
+/// first, in forward passes of similar lengths (see [`plan_passes`]), so that little of the
+/// work is padding. `model` should be detached from any gradient graph (see
+/// [`BertClassifier::detached`]).
 pub fn batched_logits(
     model: &BertClassifier,
     pad_id: u32,
@@ -209,11 +210,11 @@ pub fn batched_logits(
 ) -> Result<Vec<Vec<f32>>> {
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].ids.len()));
+    let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].ids.len()).collect();
     let mut out = vec![Vec::new(); encoded.len()];
     let mut rest = &order[..];
-    while !rest.is_empty() {
-        let take = batch_rows(rest.iter().map(|&i| encoded[i].ids.len()), batching);
-        let (chunk, tail) = rest.split_at(take);
+    for rows in plan_passes(&lengths, batching, pass_cost_tokens(device)) {
+        let (chunk, tail) = rest.split_at(rows);
         rest = tail;
         let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
         let batch = Batch::collate(&items, pad_id, None, device)?;
@@ -229,19 +230,44 @@ pub fn batched_logits(
     Ok(out)
 }
 
-/// How many of the next inputs (lengths longest first) one forward pass takes: at least one,
-/// at most `max_rows`, and no more than fit `max_tokens` once padded to the first's length.
-pub fn batch_rows(lengths: impl Iterator<Item = usize>, batching: Batching) -> usize {
-    let mut rows = 0;
-    let mut longest = 0;
-    for length in lengths {
-        longest = longest.max(length);
-        if rows > 0 && (rows >= batching.max_rows || (rows + 1) * longest > batching.max_tokens) {
-            break;
+/// What one forward pass costs beyond its tokens, in tokens. On the CPU a pass of one
+/// 8-token input takes as long as about 32 more tokens would (per-operation dispatch and
+/// allocation, measured with `cargo run --release --example pass_cost -- MODEL`); on a GPU,
+/// where padding is nearly free and each pass launches hundreds of kernels, far more.
+fn pass_cost_tokens(device: &Device) -> usize {
+    if device.is_cpu() { 32 } else { 1024 }
+}
+
+/// Splits inputs of `lengths` (longest first) into forward passes: the sizes of consecutive
+/// groups, each within `batching`'s bounds (at least one input a pass), that minimise the
+/// padded tokens plus `pass_cost` per pass. A batch of mixed lengths is cut where padding
+/// would cost more than another pass.
+pub fn plan_passes(lengths: &[usize], batching: Batching, pass_cost: usize) -> Vec<usize> {
+    let n = lengths.len();
+    // best[i]: the cheapest cost of inputs i.., and the size of its first pass.
+    let mut best = vec![(0usize, 0usize); n + 1];
+    for i in (0..n).rev() {
+        let longest = lengths[i].max(1);
+        let mut choice = (usize::MAX, 1);
+        let most = batching.max_rows.max(1).min(n - i);
+        for rows in 1..=most {
+            if rows > 1 && rows * longest > batching.max_tokens {
+                break;
+            }
+            let cost = pass_cost + rows * longest + best[i + rows].0;
+            if cost <= choice.0 {
+                choice = (cost, rows);
+            }
         }
-        rows += 1;
+        best[i] = choice;
     }
-    rows
+    let mut passes = Vec::new();
+    let mut i = 0;
+    while i < n {
+        passes.push(best[i].1);
+        i += best[i].1;
+    }
+    passes
 }
 
 #[cfg(test)]
@@ -249,18 +275,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forward_passes_respect_both_bounds() {
+    fn passes_respect_both_bounds() {
         let b = Batching {
             max_rows: 4,
             max_tokens: 100,
         };
-        assert_eq!(batch_rows([10, 10, 10, 10, 10].into_iter(), b), 4);
-        assert_eq!(batch_rows([40, 30, 30].into_iter(), b), 2, "3 × 40 > 100");
+        assert_eq!(plan_passes(&[10; 6], b, 1000), [4, 2]);
+        assert_eq!(plan_passes(&[40, 40, 40], b, 1000), [2, 1], "3 × 40 > 100");
         assert_eq!(
-            batch_rows([500, 3].into_iter(), b),
-            1,
+            plan_passes(&[500, 3], b, 1000),
+            [1, 1],
             "one input always goes"
         );
-        assert_eq!(batch_rows(std::iter::empty(), b), 0);
+        assert!(plan_passes(&[], b, 1000).is_empty());
+    }
+
+    #[test]
+    fn mixed_lengths_are_cut_where_padding_costs_more_than_a_pass() {
+        let b = Batching::rows(64);
+        let lengths = [60, 58, 57, 20, 19, 18, 18, 17];
+        // One pass: 8 × 60 = 480 padded tokens; two: 3 × 60 + 5 × 20 = 280, plus a pass.
+        assert_eq!(plan_passes(&lengths, b, 32), [3, 5]);
+        assert_eq!(
+            plan_passes(&lengths, b, 1000),
+            [8],
+            "passes dearer than padding"
+        );
+        assert_eq!(
+            plan_passes(&[25; 64], b, 32),
+            [64],
+            "equal lengths: one pass"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The server's Prometheus metrics (`GET /metrics`, text format).
 
 use anyhow::Result;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
 pub struct Metrics {
     registry: Registry,
@@ -9,6 +9,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Failed requests by `error_type`.
     pub failures: IntCounterVec,
+    /// `/predict` requests holding a permit: reading, queued or being scored.
+    pub in_progress: IntGauge,
     pub request_seconds: Histogram,
     /// From a request's arrival in the queue to the start of its batch's inference.
     pub queue_seconds: Histogram,
@@ -41,6 +43,10 @@ impl Metrics {
                 Opts::new("bertcls_request_failures_total", "Requests that failed"),
                 &["error_type"],
             )?,
+            in_progress: IntGauge::new(
+                "bertcls_requests_in_progress",
+                "Predict requests being answered",
+            )?,
             request_seconds: histogram(
                 "bertcls_request_duration_seconds",
                 "Time to answer a request",
@@ -66,6 +72,7 @@ impl Metrics {
         let r = &metrics.registry;
         r.register(Box::new(metrics.requests.clone()))?;
         r.register(Box::new(metrics.failures.clone()))?;
+        r.register(Box::new(metrics.in_progress.clone()))?;
         r.register(Box::new(metrics.request_seconds.clone()))?;
         r.register(Box::new(metrics.queue_seconds.clone()))?;
         r.register(Box::new(metrics.inference_seconds.clone()))?;

@@ -11,8 +11,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prometheus::IntGauge;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ServeOptions;
 use super::api::{
@@ -146,16 +147,7 @@ async fn predict(
     body: Body,
 ) -> Result<axum::Json<PredictResponse>, ApiError> {
     // Taken before the body is read: the permits bound the bodies held in memory too.
-    let _permit = state.permits.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "overloaded",
-            format!(
-                "model is overloaded: {} requests are being answered (--max-concurrent-requests)",
-                state.options.max_concurrent_requests
-            ),
-        )
-    })?;
+    let _permit = InProgress::acquire(&state)?;
     check_content_type(&headers)?;
     let bytes = read_body(&state.options, body).await?;
     let request = parse_predict(&bytes, state.options.max_client_batch_size)?;
@@ -184,6 +176,40 @@ async fn predict(
     } else {
         PredictResponse::Single(answers.into_iter().next().unwrap_or_default())
     }))
+}
+
+/// A `/predict` request's permit, counted in the metrics while held.
+struct InProgress {
+    _permit: OwnedSemaphorePermit,
+    gauge: IntGauge,
+}
+
+impl InProgress {
+    fn acquire(state: &AppState) -> Result<Self, ApiError> {
+        let permit = state.permits.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                format!(
+                    "model is overloaded: {} requests are being answered \
+                     (--max-concurrent-requests)",
+                    state.options.max_concurrent_requests
+                ),
+            )
+        })?;
+        let gauge = state.metrics.in_progress.clone();
+        gauge.inc();
+        Ok(Self {
+            _permit: permit,
+            gauge,
+        })
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 /// JSON bodies only: a browser page can send a cross-origin `text/plain` POST without
@@ -242,22 +268,28 @@ fn encode(classifier: &Classifier, request: &PredictRequest) -> Result<Vec<Encod
             Sequence::Pair(text, pair) => Input::new(text, Some(pair)),
         })
         .collect();
-    if let Some(i) = inputs.iter().position(|i| i.text.trim().is_empty()) {
+    let blank = |text: &str| text.trim().is_empty();
+    if let Some(i) = inputs
+        .iter()
+        .position(|i| blank(i.text) || i.text_pair.is_some_and(blank))
+    {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "empty",
-            format!("input {i} is an empty text"),
+            format!("input {i} holds an empty text"),
         ));
     }
     let tokenizer_error = |e: anyhow::Error| ApiError::validation(crate::terminal::error_line(&e));
     let max = classifier.max_length();
-    let untruncated = classifier
-        .tokenizer()
-        .encode_untruncated(&inputs)
+    let tokenizer = classifier.tokenizer();
+    let untruncated = tokenizer
+        .encode_here(&inputs, false)
         .map_err(tokenizer_error)?;
     match untruncated.iter().position(|e| e.ids.len() > max) {
         None => Ok(untruncated),
-        Some(_) if request.truncate => classifier.encode(&inputs).map_err(tokenizer_error),
+        Some(_) if request.truncate => tokenizer
+            .encode_here(&inputs, true)
+            .map_err(tokenizer_error),
         Some(i) => Err(ApiError::validation(format!(
             "input {i} has {} tokens, over the model's maximum of {max}: shorten it or send \
              \"truncate\": true",
