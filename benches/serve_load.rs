@@ -201,7 +201,7 @@ mod hostile;
 mod server;
 
 use hostile::{FLAT_MARGIN_MIB, HostileResult, hostile};
-use server::{Memory, Server, cpu_seconds, post};
+use server::{Memory, Server, cpu_seconds, machine_cpu_seconds, post};
 
 fn start_bertcls(model: &Path) -> Result<Server> {
     let mut cmd = Command::new(BERTCLS);
@@ -246,6 +246,9 @@ struct LoadResult {
     /// CPU time over the wall time, in cores: the server's, and this process's (the clients).
     server_cores: f64,
     client_cores: f64,
+    /// The machine's CPU time over the wall time less the server's and the clients': other
+    /// processes (builds, tests) competing for the same cores.
+    other_cores: f64,
 }
 
 /// The batches bertcls serve formed during one client count, from /metrics before and after.
@@ -344,6 +347,7 @@ fn load(
     let metrics_before = server.metrics();
     let server_cpu = server.cpu_seconds()?;
     let client_cpu = cpu_seconds("self")?;
+    let machine_cpu = machine_cpu_seconds()?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
     let mut handles = Vec::with_capacity(clients);
@@ -370,6 +374,9 @@ fn load(
     }
     // Requests in flight at the deadline finish after it: the rate is over the whole time.
     let elapsed = start.elapsed().as_secs_f64();
+    let server_cores = (server.cpu_seconds()? - server_cpu) / elapsed;
+    let client_cores = (cpu_seconds("self")? - client_cpu) / elapsed;
+    let machine_cores = (machine_cpu_seconds()? - machine_cpu) / elapsed;
     all.latencies_us.sort_unstable();
     let ok = all.latencies_us.len();
     Ok(LoadResult {
@@ -387,11 +394,12 @@ fn load(
         p95_ms: percentile_ms(&all.latencies_us, 95.0),
         p99_ms: percentile_ms(&all.latencies_us, 99.0),
         memory: server.memory()?,
-        server_cores: (server.cpu_seconds()? - server_cpu) / elapsed,
+        server_cores,
+        client_cores,
+        other_cores: (machine_cores - server_cores - client_cores).max(0.0),
         batching: metrics_before
             .zip(server.metrics())
             .map(|(before, after)| batch_stats(&before, &after)),
-        client_cores: (cpu_seconds("self")? - client_cpu) / elapsed,
     })
 }
 
@@ -428,6 +436,8 @@ struct Offline {
     /// One text alone through `Classifier::predict`: the median and the mean over the texts.
     single_text_ms: f64,
     single_text_mean_ms: f64,
+    /// Other processes' CPU time over this phase's wall time, in cores.
+    other_cores: f64,
 }
 
 fn write_texts_csv(path: &Path, texts: &[String]) -> Result<()> {
@@ -470,7 +480,20 @@ fn single_text_ms(model: &Path, texts: &[String]) -> Result<Vec<f64>> {
     texts.iter().map(|t| one(t)).collect()
 }
 
+/// CPU seconds of this process's children that have been waited for (`bertcls predict`).
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given, zeroed here.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage struct.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 fn offline(model: &Path, work: &Path, texts: &[String]) -> Result<Offline> {
+    let start = Instant::now();
+    let own_cpu = cpu_seconds("self")? + children_cpu_seconds();
+    let machine_cpu = machine_cpu_seconds()?;
     let input = work.join("serve_load-texts.csv");
     write_texts_csv(&input, texts)?;
     let output = work.join("serve_load-predicted.csv");
@@ -484,6 +507,10 @@ fn offline(model: &Path, work: &Path, texts: &[String]) -> Result<Offline> {
         predict_rows: batched["rows"].as_u64().unwrap_or(0),
         single_text_ms: single[single.len() / 2],
         single_text_mean_ms: single.iter().sum::<f64>() / single.len().max(1) as f64,
+        other_cores: ((machine_cpu_seconds()? - machine_cpu)
+            - (cpu_seconds("self")? + children_cpu_seconds() - own_cpu))
+            .max(0.0)
+            / start.elapsed().as_secs_f64(),
     };
     eprintln!(
         "  {:.1} texts/s batched; one text alone: median {:.2} ms, mean {:.2} ms",
@@ -505,7 +532,7 @@ fn fmt(v: f64, digits: usize) -> String {
 
 fn load_table(rows: &[LoadResult]) -> String {
     let mut t = String::from(
-        "| server | clients | requests | requests/s | texts/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MiB | RSS MiB | CPU cores: server / clients |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | clients | requests | requests/s | texts/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MiB | RSS MiB | CPU cores: server / clients / other processes |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let errors = if r.errors == 0 {
@@ -519,7 +546,7 @@ fn load_table(rows: &[LoadResult]) -> String {
             format!("{} ({})", r.errors, kinds.join(", "))
         };
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
             r.server,
             r.clients,
             r.requests,
@@ -533,6 +560,7 @@ fn load_table(rows: &[LoadResult]) -> String {
             fmt(r.memory.rss_mib, 0),
             fmt(r.server_cores, 2),
             fmt(r.client_cores, 2),
+            fmt(r.other_cores, 2),
         ));
     }
     t
@@ -634,7 +662,8 @@ fn report(run: &Run, opts: &Options) -> String {
         "# bertcls serve under load\n\nMachine: {}; 1-minute load average {} before the run, {} after. \
          The client threads (one per client, each with its own keep-alive connection) run on the same \
          cores as the server, so every figure includes the client's own CPU time; the last column is CPU time over wall \
-         time, in cores, for the server and for all the clients together.\n\n\
+         time, in cores, for the server, for all the clients together, and for the other \
+         processes of the machine (builds and tests that compete for the same cores).\n\n\
          Model: {}. Requests: `{{\"inputs\": \"...\"}}`, one text each, cycling through the {} sentences \
          of SST-2 dev; {} s per client count, at most {} requests; latencies over the 200s. \
          Both servers run without request logs.\n\n",
@@ -664,12 +693,13 @@ fn report(run: &Run, opts: &Options) -> String {
             "\nOffline, same model and texts: `bertcls predict --input` (batch 64) {} texts/s over {} rows \
              (model time, load excluded). Single-text forward pass: each text alone through \
              `Classifier::predict` (tokenize, one forward pass of one row, softmax), median {} ms, \
-             mean {} ms over the {} texts.\n",
+             mean {} ms over the {} texts. Other processes took {} cores meanwhile.\n",
             fmt(o.predict_texts_per_second, 1),
             o.predict_rows,
             fmt(o.single_text_ms, 2),
             fmt(o.single_text_mean_ms, 2),
             run.texts,
+            fmt(o.other_cores, 2),
         ));
     }
     let figs = figures(

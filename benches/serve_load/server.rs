@@ -65,6 +65,24 @@ pub fn cpu_seconds(pid: &str) -> Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / per_second.max(1.0))
 }
 
+/// CPU time of the whole machine, all processes together, from /proc/stat: the time its
+/// cores were neither idle nor waiting on I/O.
+pub fn machine_cpu_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+    let line = stat.lines().next().context("/proc/stat is empty")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("/proc/stat: a field that is not a number")?;
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((total - idle) / per_second.max(1.0))
+}
+
 fn port_of(line: &str) -> Option<u16> {
     let address = &line[line.find(READY)? + READY.len()..];
     address
