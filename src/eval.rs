@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use indicatif::ProgressBar;
 
-use crate::data::{self, Columns, Format, LabelSet};
+use crate::data::{self, Columns, Format, LabelSet, Row};
 use crate::infer::{Batching, Classifier};
 use crate::interrupt;
 use crate::metrics::Report;
+use crate::task::regression::RegressionReport;
 use crate::task::{self, Task};
 use crate::tokenize::Input;
 
@@ -34,34 +35,93 @@ pub struct EvalOptions {
     pub max_samples: Option<usize>,
 }
 
-/// Evaluates a fine-tuned classifier on a labelled file. A label the model was not trained
-/// on is an error naming the row. A signal caught by [`interrupt`] stops it between batches.
+/// Evaluates a fine-tuned single-label classifier on a labelled file. A label the model was
+/// not trained on is an error naming the row. A signal caught by [`interrupt`] stops it
+/// between batches.
 pub fn evaluate_file(classifier: &Classifier, opts: &EvalOptions) -> Result<Report> {
     if *classifier.task() != Task::SingleLabel {
         bail!(
-            "{}: is a {} model; eval measures single_label_classification models only so far",
+            "{}: is a {} model; eval measures single_label_classification and regression \
+             models so far",
             classifier.dir().display(),
             classifier.task().problem_type()
         );
     }
-    let format = match opts.format {
-        Some(f) => f,
-        None => Format::from_path(&opts.data)?,
-    };
-    let rows = data::read_rows(&opts.data, format, &opts.columns, opts.max_samples)?;
+    let rows = read_rows(opts)?;
     let labels = classifier.labels().with_default_names_as_ids();
     let examples = data::label_rows(&opts.data, rows, &labels)?;
+    let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
     let inputs: Vec<Input> = examples
         .iter()
         .map(|e| Input::new(&e.text, e.text_pair.as_deref()))
         .collect();
-    let encoded = classifier.encode(&inputs)?;
-    let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
+    let logits = score(classifier, &inputs, opts.batching)?;
+    Ok(single_label_report(&logits, &truth, &labels))
+}
+
+/// Evaluates a regression model with one output on a file whose label column holds numbers
+/// (STS-B's `score`). A label that is not a finite number is an error naming the row.
+pub fn evaluate_regression_file(
+    classifier: &Classifier,
+    opts: &EvalOptions,
+) -> Result<RegressionReport> {
+    if *classifier.task() != Task::Regression || classifier.labels().len() != 1 {
+        bail!(
+            "{}: is a {} model with {} outputs; this evaluation needs a regression with one",
+            classifier.dir().display(),
+            classifier.task().problem_type(),
+            classifier.labels().len()
+        );
+    }
+    let rows = read_rows(opts)?;
+    let column = opts.columns.label.as_deref().unwrap_or("label");
+    let truth = rows
+        .iter()
+        .map(|row| {
+            let cell = row.label.as_deref().unwrap_or("");
+            match cell.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(v),
+                _ => bail!(
+                    "{}:{}: column `{column}` holds `{cell}`, not a number (the model is a \
+                     regression)",
+                    opts.data.display(),
+                    row.line
+                ),
+            }
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    let inputs: Vec<Input> = rows
+        .iter()
+        .map(|r| Input::new(&r.text, r.text_pair.as_deref()))
+        .collect();
+    let predicted: Vec<f64> = score(classifier, &inputs, opts.batching)?
+        .iter()
+        .map(|l| l[0] as f64)
+        .collect();
+    Ok(RegressionReport::compute(&truth, &predicted))
+}
+
+fn read_rows(opts: &EvalOptions) -> Result<Vec<Row>> {
+    let format = match opts.format {
+        Some(f) => f,
+        None => Format::from_path(&opts.data)?,
+    };
+    Ok(data::read_rows(
+        &opts.data,
+        format,
+        &opts.columns,
+        opts.max_samples,
+    )?)
+}
+
+/// Logits of every input, with a progress bar; a signal stops it between batches.
+fn score(classifier: &Classifier, inputs: &[Input], batching: Batching) -> Result<Vec<Vec<f32>>> {
+    let encoded = classifier.encode(inputs)?;
     let bar = ProgressBar::new(encoded.len() as u64);
-    let logits = classifier.logits_observed(&encoded, opts.batching, &mut |rows| {
+    let logits = classifier.logits_observed(&encoded, batching, &mut |rows| {
         bar.inc(rows as u64);
         Ok(interrupt::check(|| "evaluation stopped".into())?)
     })?;
     bar.finish_and_clear();
-    Ok(single_label_report(&logits, &truth, &labels))
+    Ok(logits)
 }

@@ -180,7 +180,7 @@ fn what_a_task_cannot_do_is_refused_naming_why() {
             .unwrap(),
         &[
             "multi_label_classification model",
-            "single_label_classification models only",
+            "single_label_classification and regression models",
         ],
     );
 
@@ -197,5 +197,54 @@ fn what_a_task_cannot_do_is_refused_naming_why() {
             .output()
             .unwrap(),
         &["config.json", "problem_type `ranking`"],
+    );
+}
+
+#[test]
+fn eval_of_a_regression_measures_its_errors_and_correlations() {
+    let (model, _) = setup("eval-regression", &["similarity"], "regression");
+    let data = model.with_file_name("scored.csv");
+    let truth = [4.5, 0.5, 3.0, 1.0];
+    let rows: String = TEXTS
+        .iter()
+        .zip(truth)
+        .map(|(t, v)| format!("{v},{t}\n"))
+        .collect();
+    std::fs::write(&data, format!("score,text\n{rows}")).unwrap();
+    let cache = model.join("cache");
+    let eval = |data: &Path| {
+        bertcls(&cache)
+            .args(["eval", "--model", s(&model), "--data", s(data)])
+            .args(["--label-column", "score", "--json"])
+            .output()
+            .unwrap()
+    };
+    let report: serde_json::Value = serde_json::from_str(&stdout(&ok(eval(&data)))).unwrap();
+    let predicted: Vec<f64> = library_predictions(&model)
+        .into_iter()
+        .map(|p| match p {
+            Prediction::Regression { values } => values[0] as f64,
+            other => panic!("a regression prediction, not {other:?}"),
+        })
+        .collect();
+    let mse = predicted
+        .iter()
+        .zip(truth)
+        .map(|(p, t)| (p - t) * (p - t))
+        .sum::<f64>()
+        / 4.0;
+    assert_eq!(report["examples"], 4);
+    assert!(
+        (report["mse"].as_f64().unwrap() - mse).abs() < 1e-5,
+        "{report}"
+    );
+    for key in ["rmse", "mae", "pearson", "spearman", "r2"] {
+        assert!(report[key].is_f64(), "{key} in {report}");
+    }
+
+    std::fs::write(&data, "score,text\n4.5,good\nhigh,bad\n").unwrap();
+    fails_with(
+        eval(&data),
+        &["scored.csv:3", "column `score` holds `high`, not a number"],
     );
 }

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{TrainConfig, parse_override};
 use crate::data::{Columns, Format};
 use crate::device::{self, DeviceSpec};
-use crate::eval::{EvalOptions, evaluate_file};
+use crate::eval::{EvalOptions, evaluate_file, evaluate_regression_file};
 use crate::infer::{Batching, Classifier, LoadOptions};
 use crate::limits;
 use crate::metrics::Report;
@@ -20,6 +20,7 @@ use crate::predict::{
     Answer, OnError, PredictOptions, TextPrediction, predict_file, predict_texts,
 };
 use crate::source;
+use crate::task::Task;
 pub use crate::terminal::{error_line, one_line, printable};
 use crate::tokenize::{Input, LengthStats, TextEncoder};
 use crate::train::Resume;
@@ -460,6 +461,15 @@ fn eval(args: EvalArgs) -> Result<()> {
         batching: Batching::rows(args.model.batch_size),
         max_samples: args.max_samples,
     };
+    if *classifier.task() == Task::Regression {
+        let report = evaluate_regression_file(&classifier, &opts)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("{report}");
+        }
+        return Ok(());
+    }
     let report = evaluate_file(&classifier, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -2,6 +2,8 @@
 //! become the answer a user sees; the front ends (predict, eval, serve) ask it instead of
 //! assuming one label per text.
 
+pub mod regression;
+
 use anyhow::{Result, bail};
 use serde::Serialize;
 
