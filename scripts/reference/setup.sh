@@ -7,7 +7,7 @@ venv="${REFERENCE_VENV:-$here/.venv}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
 fi
-if ! "$venv/bin/python" -c "import torch, transformers, safetensors, numpy" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import torch, transformers, safetensors, numpy, fastapi, uvicorn" 2>/dev/null; then
   "$venv/bin/pip" install --quiet -r "$here/requirements.txt" >&2
 fi
 echo "$venv/bin/python"
