@@ -31,10 +31,10 @@ use bertcls::infer::{Batching, Classifier, LoadOptions};
 use bertcls::tokenize::Input;
 
 const BERTCLS: &str = env!("CARGO_BIN_EXE_bertcls");
-/// bertcls serve's batches per client count, from its /metrics.
+/// bertcls serve's forward passes per client count, from its /metrics.
 fn batching_table(rows: &[LoadResult]) -> String {
     let mut t = String::from(
-        "\n| bertcls serve, from /metrics: clients | batches | inputs per batch | tokens per batch (no padding) | inference ms per batch | queue ms per request |\n|---|---|---|---|---|---|\n",
+        "\n| bertcls serve, from /metrics: clients | forward passes | inputs per pass | tokens per pass (no padding) | inference ms per pass | queue ms per request |\n|---|---|---|---|---|---|\n",
     );
     for r in rows {
         if let Some(b) = &r.batching {
@@ -251,7 +251,8 @@ struct LoadResult {
     other_cores: f64,
 }
 
-/// The batches bertcls serve formed during one client count, from /metrics before and after.
+/// The forward passes bertcls serve ran during one client count (its /metrics count a pass as
+/// a batch), from /metrics before and after.
 #[derive(Debug, Clone, Serialize)]
 struct BatchStats {
     batches: f64,
