@@ -54,6 +54,18 @@ pub enum Command {
     Predict(PredictArgs),
     /// Serve a fine-tuned model over HTTP (text-embeddings-inference's /predict API).
     Serve(serve::ServeArgs),
+    /// Rebuild report.html (and log_history.csv) of a training run or checkpoint folder.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A training output folder or checkpoint folder (holding trainer_state.json).
+    pub run_dir: PathBuf,
+    /// Write the report here instead of RUN_DIR/report.html (log_history.csv is then not
+    /// written).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -149,6 +161,9 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write an HTML report (confusion matrix, per-class charts) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -276,6 +291,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval(args),
         Command::Predict(args) => predict(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Report(args) => {
+            let path = crate::report::rebuild(&args.run_dir, args.output.as_deref())?;
+            println!("{}", path.display());
+            Ok(())
+        }
     }
 }
 
@@ -460,7 +480,20 @@ fn eval(args: EvalArgs) -> Result<()> {
         batching: Batching::rows(args.model.batch_size),
         max_samples: args.max_samples,
     };
+    let started = std::time::Instant::now();
+    let data = opts.data.clone();
     let report = evaluate_file(&classifier, &opts)?;
+    if let Some(path) = &args.report {
+        let info = crate::report::EvalInfo {
+            model: args.model.model.clone(),
+            data,
+            device: device::describe(classifier.device()),
+            seconds: started.elapsed().as_secs_f64(),
+            peak_memory_mb: crate::train::peak_rss_mb(),
+        };
+        crate::report::write_eval(path, &info, &report)?;
+        eprintln!("report written to {}", path.display());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
