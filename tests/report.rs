@@ -39,6 +39,32 @@ fn parse(text: &str) -> Document<'_> {
     Document::parse_with_options(text, options).unwrap_or_else(|e| panic!("not XML: {e}"))
 }
 
+/// No scripts, and nothing a browser would fetch: no element that loads or runs anything, no
+/// attribute naming a resource.
+fn assert_self_contained(doc: &Document) {
+    for node in doc.descendants().filter(|n| n.is_element()) {
+        let tag = node.tag_name().name();
+        assert!(
+            ![
+                "script", "link", "img", "iframe", "object", "embed", "image", "use"
+            ]
+            .contains(&tag),
+            "<{tag}> in the report"
+        );
+        for attribute in node.attributes() {
+            let name = attribute.name();
+            assert!(
+                !["src", "href"].contains(&name) && !name.starts_with("on"),
+                "attribute {name} on <{tag}>"
+            );
+        }
+        if tag == "style" {
+            let css = node.text().unwrap_or("");
+            assert!(!css.contains("url(") && !css.contains("@import"), "{css}");
+        }
+    }
+}
+
 /// The ids of the report's figures, in order; each holds exactly one SVG.
 fn figure_ids(doc: &Document) -> Vec<String> {
     doc.descendants()
@@ -201,11 +227,7 @@ fn a_tiny_run_leaves_a_report_that_rebuilds() {
     let html = read(&run.join("report.html"));
     let doc = parse(&html);
     assert_eq!(figure_ids(&doc), TRAINING_CHARTS);
-    assert!(!html.contains("<script"), "no scripts");
-    assert!(
-        !html.contains("http://") || !html.contains("src="),
-        "nothing fetched"
-    );
+    assert_self_contained(&doc);
     assert_loss_curve_is_the_log(&doc, &state, true);
     assert_csv_is_the_log(&run, &state);
 
@@ -356,6 +378,7 @@ fn eval_report_draws_the_evaluation_charts_with_names_escaped() {
     assert!(stderr(&out).contains("report written"), "{}", stderr(&out));
     let html = read(&report);
     let doc = parse(&html);
+    assert_self_contained(&doc);
     assert_eq!(figure_ids(&doc), ["chart-confusion", "chart-per-class"]);
     // The names are text, never markup: no element came from them, and they read back whole.
     assert!(!doc.descendants().any(|n| n.has_tag_name("b")));

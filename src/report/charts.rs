@@ -110,6 +110,23 @@ fn canvas(svg: &mut String, size: (u32, u32)) -> Result<DrawingArea<SVGBackend<'
     Ok(root)
 }
 
+/// The legend's corner: the lower right when the curves end high (a metric that rises),
+/// else the upper right (a loss that falls), so it does not hide where the curves end.
+fn legend_corner(chart: &LineChart, y_range: &Range<f64>) -> SeriesLabelPosition {
+    let last = chart
+        .series
+        .iter()
+        .filter_map(|s| s.points.iter().rev().find(|p| p.1.is_finite()))
+        .map(|p| p.1)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let marked = chart.marker.as_ref().map_or(last, |m| m.at.1.max(last));
+    if marked > (y_range.start + y_range.end) / 2.0 {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::UpperRight
+    }
+}
+
 /// Curves against a shared x axis, with an optional marked point and event lines.
 pub fn line_chart(chart: &LineChart) -> Result<String> {
     let finite = |s: &Series| {
@@ -149,7 +166,7 @@ pub fn line_chart(chart: &LineChart) -> Result<String> {
                 .y_labels(6)
                 .x_label_formatter(&|v| tick(*v))
                 .y_label_formatter(&|v| tick(*v))
-                .light_line_style(RGBColor(0xF0, 0xF0, 0xF0))
+                .light_line_style(TRANSPARENT)
                 .draw(),
         )?;
         for event in &chart.events {
@@ -181,7 +198,7 @@ pub fn line_chart(chart: &LineChart) -> Result<String> {
         if chart.series.len() > 1 || chart.marker.is_some() || !chart.events.is_empty() {
             plot(
                 ctx.configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
+                    .position(legend_corner(chart, &y_range))
                     .background_style(WHITE.mix(0.85))
                     .border_style(RGBColor(0xC0, 0xC0, 0xC0))
                     .label_font((FONT, 13))
@@ -347,7 +364,7 @@ pub fn grouped_bars(bars: &GroupedBars) -> Result<String> {
                     _ => String::new(),
                 })
                 .y_label_formatter(&|v| tick(*v))
-                .light_line_style(RGBColor(0xF0, 0xF0, 0xF0))
+                .light_line_style(TRANSPARENT)
                 .draw(),
         )?;
         // The bars of a class fill its middle 80%, with a gap between bars.

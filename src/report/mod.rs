@@ -243,7 +243,8 @@ fn evaluation_figures(report: &Report, whose: &str) -> Result<(Vec<Figure>, Vec<
             ),
             ("F1".into(), report.per_class.iter().map(|c| c.f1).collect()),
         ],
-        y_max: 1.15,
+        // Headroom above 1 for the legend, which then covers no bar.
+        y_max: 1.35,
     })?;
     let figures = vec![
         Figure {

@@ -275,7 +275,6 @@ impl<'a> Trainer<'a> {
         values.insert("eval_macro_f1".into(), json!(report.macro_f1));
         values.insert("eval_weighted_f1".into(), json!(report.weighted_f1));
         self.log(values);
-        self.write_report(&self.config.output_dir, None);
         if improved {
             weights::save(
                 &self.config.output_dir.join(checkpoint::MODEL_FILE),
@@ -292,6 +291,8 @@ impl<'a> Trainer<'a> {
                 self.save_checkpoint()?;
             }
         }
+        // A report a user can open while training runs, with this evaluation in it.
+        self.write_report(&self.config.output_dir, None);
         Ok(Some((report, improved)))
     }
 
