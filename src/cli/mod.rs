@@ -483,6 +483,12 @@ fn eval(args: EvalArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let data = opts.data.clone();
     let report = evaluate_file(&classifier, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", printable_report(&report));
+    }
+    // After the results are printed: a report that cannot be written loses nothing else.
     if let Some(path) = &args.report {
         let info = crate::report::EvalInfo {
             model: args.model.model.clone(),
@@ -493,11 +499,6 @@ fn eval(args: EvalArgs) -> Result<()> {
         };
         crate::report::write_eval(path, &info, &report)?;
         eprintln!("report written to {}", path.display());
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{}", printable_report(&report));
     }
     Ok(())
 }
