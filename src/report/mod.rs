@@ -141,3 +141,59 @@ fn shown(value: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{LogEntry, Progress};
+    use crate::config::BestMetric;
+
+    fn long_state(entries: usize) -> TrainerState {
+        let log_history = (1..=entries)
+            .map(|step| LogEntry {
+                step,
+                epoch: step as f64 / entries as f64,
+                values: serde_json::json!({
+                    "loss": 1.0 / step as f64,
+                    "learning_rate": 1e-4,
+                    "grad_norm": 1.0,
+                })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            })
+            .collect();
+        TrainerState {
+            global_step: entries,
+            epoch: 1.0,
+            max_steps: 2 * entries,
+            num_train_epochs: 1.0,
+            train_batch_size: 8,
+            logging_steps: 1,
+            metric_for_best_model: BestMetric::Accuracy,
+            best_metric: None,
+            best_global_step: None,
+            best_model_checkpoint: None,
+            best_report: None,
+            log_history,
+            progress: Progress::default(),
+        }
+    }
+
+    #[test]
+    fn a_folder_with_only_a_long_state_still_gets_a_small_report() {
+        let dir = std::env::temp_dir().join(format!("bertcls-report-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = long_state(50_000);
+        write_run(&dir, &state, None).unwrap();
+        let html = std::fs::read_to_string(dir.join(REPORT_FILE)).unwrap();
+        // 50,000 points a curve would be megabytes; thinned, the page stays small.
+        assert!(html.len() < 400_000, "{} bytes", html.len());
+        assert!(html.contains("Stopped at step 50000 of 100000"));
+        assert!(html.contains("no evaluation yet"));
+        let csv = std::fs::read_to_string(dir.join(LOG_CSV)).unwrap();
+        assert_eq!(csv.lines().count(), 50_001, "the CSV keeps every entry");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
