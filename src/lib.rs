@@ -20,6 +20,7 @@ pub mod model;
 pub mod optim;
 pub mod panics;
 pub mod predict;
+pub mod report;
 pub mod rng;
 pub mod serve;
 pub mod source;

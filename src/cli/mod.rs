@@ -55,6 +55,18 @@ pub enum Command {
     Predict(PredictArgs),
     /// Serve a fine-tuned model over HTTP (text-embeddings-inference's /predict API).
     Serve(serve::ServeArgs),
+    /// Rebuild report.html (and log_history.csv) of a training run or checkpoint folder.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A training output folder or checkpoint folder (holding trainer_state.json).
+    pub run_dir: PathBuf,
+    /// Write the report here instead of RUN_DIR/report.html (log_history.csv is then not
+    /// written).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -150,6 +162,9 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write an HTML report (confusion matrix, per-class charts) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -277,6 +292,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval(args),
         Command::Predict(args) => predict(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Report(args) => {
+            let path = crate::report::rebuild(&args.run_dir, args.output.as_deref())?;
+            println!("{}", path.display());
+            Ok(())
+        }
     }
 }
 
@@ -462,6 +482,9 @@ fn eval(args: EvalArgs) -> Result<()> {
         max_samples: args.max_samples,
     };
     if *classifier.task() == Task::Regression {
+        if args.report.is_some() {
+            bail!("--report draws single-label evaluations only so far (not regression)");
+        }
         let report = evaluate_regression_file(&classifier, &opts)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -470,11 +493,25 @@ fn eval(args: EvalArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let started = std::time::Instant::now();
+    let data = opts.data.clone();
     let report = evaluate_file(&classifier, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}", printable_report(&report));
+    }
+    // After the results are printed: a report that cannot be written loses nothing else.
+    if let Some(path) = &args.report {
+        let info = crate::report::EvalInfo {
+            model: args.model.model.clone(),
+            data,
+            device: device::describe(classifier.device()),
+            seconds: started.elapsed().as_secs_f64(),
+            peak_memory_mb: crate::train::peak_rss_mb(),
+        };
+        crate::report::write_eval(path, &info, &report)?;
+        eprintln!("report written to {}", path.display());
     }
     Ok(())
 }

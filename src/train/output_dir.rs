@@ -23,7 +23,7 @@ pub const ALL_RESULTS: &str = "all_results.json";
 /// at the top of its output folder. Besides the model folder files, `pytorch_model.bin` is
 /// listed: a stale one would be loaded beside the new run's config.json if the new run stopped
 /// before saving its weights.
-const RUN_FILES: [&str; 7] = [
+const RUN_FILES: [&str; 9] = [
     checkpoint::MODEL_FILE,
     "pytorch_model.bin",
     checkpoint::STATE_FILE,
@@ -31,6 +31,8 @@ const RUN_FILES: [&str; 7] = [
     TRAIN_RESULTS,
     EVAL_RESULTS,
     ALL_RESULTS,
+    crate::report::REPORT_FILE,
+    crate::report::LOG_CSV,
 ];
 
 /// An advisory lock on an output folder, held until dropped.

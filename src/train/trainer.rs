@@ -2,7 +2,7 @@
 //! AdamW and the learning-rate schedule; evaluation and keeping the best model; logging,
 //! progress, checkpoints, and stopping cleanly on Ctrl-C or SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -20,6 +20,7 @@ use crate::metrics::Report;
 use crate::model::ForwardMode;
 use crate::model::weights;
 use crate::optim::{AdamW, AdamWConfig, Gradients, LrSchedule};
+use crate::report::{self, Status};
 use crate::tokenize::{Batch, Encoded};
 use crate::{interrupt, rng};
 
@@ -290,6 +291,8 @@ impl<'a> Trainer<'a> {
                 self.save_checkpoint()?;
             }
         }
+        // A report a user can open while training runs, with this evaluation in it.
+        self.write_report(&self.config.output_dir, None);
         Ok(Some((report, improved)))
     }
 
@@ -331,6 +334,7 @@ impl<'a> Trainer<'a> {
             self.state.best_model_checkpoint.as_deref(),
         )?;
         self.checkpointed = Some(self.state.global_step);
+        self.write_report(&dir, None);
         self.write_state()?;
         Ok(dir)
     }
@@ -339,7 +343,34 @@ impl<'a> Trainer<'a> {
         crate::atomic::write_json(
             self.config.output_dir.join(checkpoint::STATE_FILE),
             &self.state,
-        )
+        )?;
+        self.write_report(&self.config.output_dir, None);
+        Ok(())
+    }
+
+    /// report.html and log_history.csv into `dir`. A report that cannot be written is a
+    /// warning, not the end of a long training run.
+    fn write_report(&self, dir: &Path, signal: Option<i32>) {
+        let status = match signal {
+            Some(s) => Status::Interrupted(interrupt::name(s).to_string()),
+            None if self.state.global_step >= self.state.max_steps => Status::Finished,
+            None => Status::Running,
+        };
+        let live = report::Live {
+            status,
+            device: crate::device::describe(&self.device),
+            train_rows: self.data.train.examples.len(),
+            validation_rows: self.data.validation.as_ref().map(|v| v.examples.len()),
+            elapsed_seconds: self.elapsed(),
+            peak_memory_mb: peak_rss_mb(),
+        };
+        if let Err(e) = report::write_run(dir, &self.state, Some(&live)) {
+            eprintln!(
+                "warning: {} not written: {}",
+                dir.join(report::REPORT_FILE).display(),
+                crate::terminal::error_line(&e)
+            );
+        }
     }
 
     /// After a signal: a checkpoint of the current state, then the error that says so.
@@ -352,6 +383,7 @@ impl<'a> Trainer<'a> {
         } else {
             self.save_checkpoint()?
         };
+        self.write_report(&self.config.output_dir, Some(signal));
         Err(Interrupted {
             signal,
             step: self.state.global_step,
