@@ -12,12 +12,16 @@
 //! scripts/reference/setup.sh creates (torch + transformers; about 2 minutes the first time).
 //! Writes target/bench/compare.md and compare.json.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+use support::{json_of, run};
 
 const BERTCLS: &str = env!("CARGO_BIN_EXE_bertcls");
 const TARGET_ACCURACY: f64 = 0.83;
@@ -56,26 +60,6 @@ fn options() -> Result<Options> {
         }
     }
     Ok(opts)
-}
-
-/// Runs a command, failing with its standard error if it fails; returns standard output.
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn json_of(text: &str) -> Result<Value> {
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("no JSON output")?;
-    Ok(serde_json::from_str(line)?)
 }
 
 fn f(v: &Value, key: &str) -> f64 {

@@ -16,6 +16,9 @@
 //! environment of scripts/reference/setup.sh. All traffic goes to 127.0.0.1, bounded in
 //! requests and in time. Writes target/bench/serve_load.md and serve_load.json.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
+use support::{json_of, run};
 
 use bertcls::infer::{Batching, Classifier, LoadOptions};
 use bertcls::tokenize::Input;
@@ -103,26 +107,6 @@ fn options() -> Result<Options> {
         bail!("--seconds must be in (0, 600]");
     }
     Ok(opts)
-}
-
-/// Runs a command, failing with its standard error if it fails; returns standard output.
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn json_of(text: &str) -> Result<Value> {
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("no JSON output")?;
-    serde_json::from_str(line).context("cannot parse the JSON summary")
 }
 
 fn machine() -> String {

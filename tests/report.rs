@@ -288,14 +288,7 @@ fn a_report_is_written_on_ctrl_c() {
     let fx = Fixture::new("report-sigint");
     // Long enough to be interrupted: 2,000 rows, batch 4, 3 epochs, a checkpoint every 25
     // updates, the loss logged every 10.
-    let mut csv = String::from("label,text\n");
-    for i in 0..50 {
-        for (text, label) in common::sentences() {
-            let suffix = if i % 2 == 0 { "" } else { " ." };
-            csv.push_str(&format!("{label},{text}{suffix}\n"));
-        }
-    }
-    std::fs::write(fx.path("long.csv"), csv).unwrap();
+    fx.long_train_file();
     let config = fx.config(&format!(
         "train_file = {:?}\neval_strategy = \"no\"\nper_device_train_batch_size = 4\nnum_train_epochs = 3\nsave_steps = 25\nlearning_rate = 5e-4\nlogging_steps = 10",
         fx.path("long.csv"),

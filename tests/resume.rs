@@ -12,14 +12,7 @@ use common::{Fixture, bertcls, fails_with, ok, s, stderr};
 /// A job long enough to be interrupted: 2,000 rows, batch 4, 3 epochs (1,500 updates of a
 /// tiny model, a few seconds), a checkpoint every 25 updates, no evaluation.
 fn long_job(fx: &Fixture) -> PathBuf {
-    let mut csv = String::from("label,text\n");
-    for i in 0..50 {
-        for (text, label) in common::sentences() {
-            let suffix = if i % 2 == 0 { "" } else { " ." };
-            csv.push_str(&format!("{label},{text}{suffix}\n"));
-        }
-    }
-    std::fs::write(fx.path("long.csv"), csv).unwrap();
+    fx.long_train_file();
     fx.config(&format!(
         "train_file = {:?}\nvalidation_file = {:?}\neval_strategy = \"no\"\nper_device_train_batch_size = 4\nnum_train_epochs = 3\nsave_steps = 25\nlearning_rate = 5e-4\nlogging_steps = 50",
         fx.path("long.csv"),

@@ -234,6 +234,21 @@ device = "cpu"
         ])
     }
 
+    /// Writes `long.csv`: 2,000 rows, so that training with batch 4 for 3 epochs (1,500
+    /// updates of a tiny model, a few seconds) runs long enough to be interrupted.
+    pub fn long_train_file(&self) -> PathBuf {
+        let mut csv = String::from("label,text\n");
+        for i in 0..50 {
+            for (text, label) in sentences() {
+                let suffix = if i % 2 == 0 { "" } else { " ." };
+                csv.push_str(&format!("{label},{text}{suffix}\n"));
+            }
+        }
+        let path = self.path("long.csv");
+        std::fs::write(&path, csv).unwrap();
+        path
+    }
+
     pub fn train(&self) -> PathBuf {
         let config = self.config("");
         ok(self.run(&["train", "--config", config.to_str().unwrap()]));
