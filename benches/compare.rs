@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use support::{json_of, run};
+use support::{json_of, reference_python, run};
 
 const BERTCLS: &str = env!("CARGO_BIN_EXE_bertcls");
 const TARGET_ACCURACY: f64 = 0.83;
@@ -103,11 +103,7 @@ fn main() -> Result<()> {
         .context("fetch printed no folder")?
         .to_string();
     let python = if opts.reference {
-        Some(
-            run(Command::new("bash").arg(repo.join("scripts/reference/setup.sh")))?
-                .trim()
-                .to_string(),
-        )
+        Some(reference_python(&repo)?)
     } else {
         None
     };

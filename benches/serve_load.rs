@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
-use support::{json_of, run};
+use support::{json_of, reference_python, run};
 
 use bertcls::infer::{Batching, Classifier, LoadOptions};
 use bertcls::tokenize::Input;
@@ -748,11 +748,7 @@ fn main() -> Result<()> {
             .collect::<Result<_, _>>()?,
     );
     let python = if opts.reference {
-        Some(
-            run(Command::new("bash").arg(repo.join("scripts/reference/setup.sh")))?
-                .trim()
-                .to_string(),
-        )
+        Some(reference_python(&repo)?)
     } else {
         None
     };

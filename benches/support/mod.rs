@@ -1,5 +1,6 @@
 //! What the benchmarks share: running the bertcls binary and reading its JSON summaries.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -24,4 +25,11 @@ pub fn json_of(text: &str) -> Result<Value> {
         .find(|l| l.trim_start().starts_with('{'))
         .context("no JSON output")?;
     serde_json::from_str(line).context("cannot parse the JSON summary")
+}
+
+/// The Python of the reference environment (torch + transformers), created by
+/// scripts/reference/setup.sh the first time (about 2 minutes).
+pub fn reference_python(repo: &Path) -> Result<String> {
+    let python = run(Command::new("bash").arg(repo.join("scripts/reference/setup.sh")))?;
+    Ok(python.trim().to_string())
 }
