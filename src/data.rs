@@ -442,11 +442,6 @@ fn check_row(file: &Path, row: &Row, columns: &Columns) -> Result<(), DataError>
     {
         return Err(row_error(format!("empty text in column `{column}`")));
     }
-    if let (Some(label), Some(column)) = (&row.label, &columns.label)
-        && label.trim().is_empty()
-    {
-        return Err(row_error(format!("empty label in column `{column}`")));
-    }
     Ok(())
 }
 
@@ -481,10 +476,12 @@ fn parse_json_record(file: &Path, line: u64, bytes: &[u8], columns: &Columns) ->
             Some(Value::String(s)) => Ok(s.clone()),
             Some(Value::Number(n)) if role == "label" => Ok(n.to_string()),
             Some(Value::Bool(b)) if role == "label" => Ok(b.to_string()),
+            // A list of labels (multi-label data) travels as its JSON text; the task reads it.
+            Some(list @ Value::Array(_)) if role == "label" => Ok(list.to_string()),
             Some(other) => Err(row_error(format!(
                 "field `{key}` must be a {} (got {other})",
                 if role == "label" {
-                    "string or integer"
+                    "string, an integer or a list"
                 } else {
                     "string"
                 }
@@ -654,6 +651,13 @@ pub fn label_rows(
     rows.into_iter()
         .map(|row| {
             let name = row.label.as_deref().unwrap_or("");
+            if name.trim().is_empty() {
+                return Err(DataError::Row {
+                    file: file.to_path_buf(),
+                    line: row.line,
+                    message: "empty label".into(),
+                });
+            }
             let label = labels.id(name).ok_or_else(|| DataError::Row {
                 file: file.to_path_buf(),
                 line: row.line,

@@ -9,6 +9,7 @@ use crate::data::{self, Columns, Format, LabelSet, Row};
 use crate::infer::{Batching, Classifier};
 use crate::interrupt;
 use crate::metrics::Report;
+use crate::task::multi_label::{self, MultiLabelReport};
 use crate::task::regression::RegressionReport;
 use crate::task::{self, Task};
 use crate::tokenize::Input;
@@ -33,6 +34,8 @@ pub struct EvalOptions {
     pub columns: Columns,
     pub batching: Batching,
     pub max_samples: Option<usize>,
+    /// Separates the labels of a multi-label cell (`joy,love`); JSON lists need none.
+    pub label_delimiter: String,
 }
 
 /// Evaluates a fine-tuned single-label classifier on a labelled file. A label the model was
@@ -41,8 +44,7 @@ pub struct EvalOptions {
 pub fn evaluate_file(classifier: &Classifier, opts: &EvalOptions) -> Result<Report> {
     if *classifier.task() != Task::SingleLabel {
         bail!(
-            "{}: is a {} model; eval measures single_label_classification and regression \
-             models so far",
+            "{}: is a {} model, not a single_label_classification one",
             classifier.dir().display(),
             classifier.task().problem_type()
         );
@@ -99,6 +101,69 @@ pub fn evaluate_regression_file(
         .map(|l| l[0] as f64)
         .collect();
     Ok(RegressionReport::compute(&truth, &predicted))
+}
+
+/// Evaluates a multi-label model on a file whose label cells list each text's labels: a JSON
+/// list (`["joy", "love"]`, as JSON Lines files hold them) or names joined with the label
+/// delimiter. A label the model does not know is an error naming the row. The loss is the
+/// mean binary cross-entropy over rows and labels, as transformers computes it.
+pub fn evaluate_multi_label_file(
+    classifier: &Classifier,
+    opts: &EvalOptions,
+) -> Result<MultiLabelReport> {
+    let Task::MultiLabel { thresholds } = classifier.task() else {
+        bail!(
+            "{}: is a {} model, not a multi_label_classification one",
+            classifier.dir().display(),
+            classifier.task().problem_type()
+        );
+    };
+    let rows = read_rows(opts)?;
+    let labels = classifier.labels().with_default_names_as_ids();
+    let column = opts.columns.label.as_deref().unwrap_or("label");
+    let truth = rows
+        .iter()
+        .map(|row| {
+            let cell = row.label.as_deref().unwrap_or("");
+            multi_label::parse_cell(cell, &opts.label_delimiter, &labels).map_err(|why| {
+                anyhow::anyhow!(
+                    "{}:{}: column `{column}`: {why}",
+                    opts.data.display(),
+                    row.line
+                )
+            })
+        })
+        .collect::<Result<Vec<Vec<bool>>>>()?;
+    let inputs: Vec<Input> = rows
+        .iter()
+        .map(|r| Input::new(&r.text, r.text_pair.as_deref()))
+        .collect();
+    let logits = score(classifier, &inputs, opts.batching)?;
+    let predicted: Vec<Vec<bool>> = logits
+        .iter()
+        .map(|l| {
+            l.iter()
+                .zip(thresholds)
+                .map(|(&x, &t)| task::sigmoid(x) >= t)
+                .collect()
+        })
+        .collect();
+    let (mut loss, mut count) = (0.0, 0usize);
+    for (l, t) in logits.iter().zip(&truth) {
+        for (&x, &y) in l.iter().zip(t) {
+            // max(x, 0) − x·y + ln(1 + e^−|x|): the binary cross-entropy of the logit.
+            let x = x as f64;
+            loss += x.max(0.0) - x * f64::from(u8::from(y)) + (-x.abs()).exp().ln_1p();
+            count += 1;
+        }
+    }
+    let loss = (count > 0).then(|| loss / count as f64);
+    Ok(MultiLabelReport::compute(
+        &truth,
+        &predicted,
+        labels.names(),
+        loss,
+    ))
 }
 
 fn read_rows(opts: &EvalOptions) -> Result<Vec<Row>> {

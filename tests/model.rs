@@ -528,6 +528,7 @@ fn default_label_names_come_from_the_classifier_shape() {
         },
         batching: Batching::rows(8),
         max_samples: None,
+        label_delimiter: ",".into(),
     };
     let report = bertcls::eval::evaluate_file(&model, &opts).unwrap();
     assert_eq!(report.labels, ["0", "1", "2"]);

@@ -173,16 +173,19 @@ fn what_a_task_cannot_do_is_refused_naming_why() {
 
     let data = input.with_file_name("labelled.csv");
     std::fs::write(&data, "text,label\ngood,joy\n").unwrap();
+    let report = data.with_file_name("eval.html");
     fails_with(
         bertcls(&cache)
             .args(["eval", "--model", s(&model), "--data", s(&data)])
+            .args(["--report", s(&report)])
             .output()
             .unwrap(),
         &[
-            "multi_label_classification model",
-            "single_label_classification and regression models",
+            "--report draws single-label evaluations only",
+            "multi_label",
         ],
     );
+    assert!(!report.exists());
 
     let config = model.join("config.json");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -246,5 +249,98 @@ fn eval_of_a_regression_measures_its_errors_and_correlations() {
     fails_with(
         eval(&data),
         &["scored.csv:3", "column `score` holds `high`, not a number"],
+    );
+}
+
+#[test]
+fn eval_of_a_multi_label_model_reads_lists_and_delimited_cells() {
+    let labels = ["joy", "anger", "love"];
+    let (model, _) = setup("eval-multi", &labels, "multi_label_classification");
+    let truth: [&[&str]; 4] = [&["joy", "love"], &[], &["anger"], &["joy"]];
+    let jsonl = model.with_file_name("labelled.jsonl");
+    let csv = model.with_file_name("labelled.csv");
+    let mut jsonl_rows = String::new();
+    let mut csv_rows = String::from("text,labels\n");
+    for (text, labels) in TEXTS.iter().zip(truth) {
+        let row = serde_json::json!({"text": text, "labels": labels});
+        jsonl_rows.push_str(&format!("{row}\n"));
+        csv_rows.push_str(&format!("{text},{}\n", labels.join("|")));
+    }
+    std::fs::write(&jsonl, jsonl_rows).unwrap();
+    std::fs::write(&csv, csv_rows).unwrap();
+    let cache = model.join("cache");
+    let eval = |data: &Path, extra: &[&str]| {
+        bertcls(&cache)
+            .args(["eval", "--model", s(&model), "--data", s(data)])
+            .args(["--label-column", "labels", "--json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let from_lists: serde_json::Value =
+        serde_json::from_str(&stdout(&ok(eval(&jsonl, &[])))).unwrap();
+    let from_cells: serde_json::Value =
+        serde_json::from_str(&stdout(&ok(eval(&csv, &["--label-delimiter", "|"])))).unwrap();
+    assert_eq!(from_lists, from_cells, "the same labels, read two ways");
+
+    let predicted: Vec<Vec<usize>> = library_predictions(&model)
+        .into_iter()
+        .map(|p| match p {
+            Prediction::MultiLabel { labels, .. } => labels,
+            other => panic!("a multi-label prediction, not {other:?}"),
+        })
+        .collect();
+    let exact = predicted
+        .iter()
+        .zip(truth)
+        .filter(|(p, t)| {
+            let names: Vec<&str> = p.iter().map(|&i| labels[i]).collect();
+            names.len() == t.len() && t.iter().all(|l| names.contains(l))
+        })
+        .count();
+    assert_eq!(from_lists["examples"], 4);
+    assert_eq!(from_lists["subset_accuracy"], exact as f64 / 4.0);
+    let support: Vec<u64> = from_lists["per_label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["support"].as_u64().unwrap())
+        .collect();
+    assert_eq!(support, [2, 1, 1]);
+    assert!(from_lists["loss"].as_f64().unwrap() > 0.0);
+
+    std::fs::write(&csv, "text,labels\ngood,joy\nbad,fear|joy\n").unwrap();
+    fails_with(
+        eval(&csv, &["--label-delimiter", "|"]),
+        &[
+            "labelled.csv:3: column `labels`",
+            "`fear` is not one of the model's labels",
+        ],
+    );
+}
+
+#[test]
+fn training_on_label_lists_is_refused_naming_the_row() {
+    let fx = common::Fixture::new("train-lists");
+    let data = fx.path("lists.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\": \"good\", \"label\": \"pos\"}\n{\"text\": \"bad\", \"label\": [\"neg\"]}\n",
+    )
+    .unwrap();
+    let config = fx.config(&format!("train_file = {data:?}\nvalidation_file = {data:?}\nvalidation_text_column = \"text\"\nvalidation_label_column = \"label\""));
+    fails_with(
+        fx.train_one_step_into(&config, &fx.path("out")),
+        &["lists.jsonl:2", "holds a list of labels", "single-label"],
+    );
+    // An empty cell is "no label applies" to a multi-label model, never a class.
+    std::fs::write(
+        &data,
+        "{\"text\": \"good\", \"label\": \"pos\"}\n{\"text\": \"bad\", \"label\": \" \"}\n",
+    )
+    .unwrap();
+    fails_with(
+        fx.train_one_step_into(&config, &fx.path("out2")),
+        &["lists.jsonl:2", "empty label in column `label`"],
     );
 }

@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{TrainConfig, parse_override};
 use crate::data::{Columns, Format};
 use crate::device::{self, DeviceSpec};
-use crate::eval::{EvalOptions, evaluate_file, evaluate_regression_file};
+use crate::eval::{
+    EvalOptions, evaluate_file, evaluate_multi_label_file, evaluate_regression_file,
+};
 use crate::infer::{Batching, Classifier, LoadOptions};
 use crate::limits;
 use crate::metrics::Report;
@@ -162,6 +164,10 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Separates the labels of a multi-label model's label cells (`joy,love`); JSON lists
+    /// (`["joy", "love"]`) need none.
+    #[arg(long, default_value = ",")]
+    pub label_delimiter: String,
     /// Also write an HTML report (confusion matrix, per-class charts) to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -480,17 +486,27 @@ fn eval(args: EvalArgs) -> Result<()> {
         },
         batching: Batching::rows(args.model.batch_size),
         max_samples: args.max_samples,
+        label_delimiter: args.label_delimiter,
     };
-    if *classifier.task() == Task::Regression {
+    if *classifier.task() != Task::SingleLabel {
         if args.report.is_some() {
-            bail!("--report draws single-label evaluations only so far (not regression)");
+            bail!(
+                "--report draws single-label evaluations only so far (the model is a {})",
+                classifier.task().problem_type()
+            );
         }
-        let report = evaluate_regression_file(&classifier, &opts)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+        let (json, text) = if *classifier.task() == Task::Regression {
+            let report = evaluate_regression_file(&classifier, &opts)?;
+            (serde_json::to_string_pretty(&report)?, report.to_string())
         } else {
-            println!("{report}");
-        }
+            let mut report = evaluate_multi_label_file(&classifier, &opts)?;
+            let json = serde_json::to_string_pretty(&report)?;
+            for label in report.per_label.iter_mut() {
+                label.label = printable(&label.label).into_owned();
+            }
+            (json, report.to_string())
+        };
+        println!("{}", if args.json { json } else { text });
         return Ok(());
     }
     let started = std::time::Instant::now();

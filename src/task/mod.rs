@@ -2,6 +2,7 @@
 //! become the answer a user sees; the front ends (predict, eval, serve) ask it instead of
 //! assuming one label per text.
 
+pub mod multi_label;
 pub mod regression;
 
 use anyhow::{Result, bail};

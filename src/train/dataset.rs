@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use crate::config::TrainConfig;
 use crate::data::{self, Columns, Example, Format, LabelSet};
 use crate::rng::Rng;
+use crate::task::multi_label;
 use crate::tokenize::{Encoded, Input, TextEncoder};
 
 /// Independent random streams derived from the seed.
@@ -98,6 +99,30 @@ pub fn prepare_data(config: &TrainConfig, tokenizer: &TextEncoder) -> Result<Pre
         };
         let rows = data::read_rows(file, format_of(file)?, &columns, None)?;
         validation_rows = Some((file.clone(), rows));
+    }
+    // An empty cell is "no label" to a multi-label task, but no class to a single-label one.
+    if let Some(row) = train_rows
+        .iter()
+        .find(|r| r.label.as_deref().is_some_and(|l| l.trim().is_empty()))
+    {
+        bail!(
+            "{}:{}: empty label in column `{}`",
+            train_file.display(),
+            row.line,
+            config.label_column
+        );
+    }
+    if let Some(row) = train_rows
+        .iter()
+        .find(|r| r.label.as_deref().is_some_and(multi_label::is_list))
+    {
+        bail!(
+            "{}:{}: column `{}` holds a list of labels: bertcls trains single-label \
+             classifiers only so far (eval, predict and serve run multi-label models)",
+            train_file.display(),
+            row.line,
+            config.label_column
+        );
     }
     let labels = LabelSet::from_rows(&train_rows);
     if labels.len() < 2 {
