@@ -63,10 +63,11 @@ pub fn evaluate_file(classifier: &Classifier, opts: &EvalOptions) -> Result<Repo
 
 /// Evaluates a regression model with one output on a file whose label column holds numbers
 /// (STS-B's `score`). A label that is not a finite number is an error naming the row.
+/// Returns the metrics and each row's (gold, predicted) values.
 pub fn evaluate_regression_file(
     classifier: &Classifier,
     opts: &EvalOptions,
-) -> Result<RegressionReport> {
+) -> Result<(RegressionReport, Vec<(f64, f64)>)> {
     if *classifier.task() != Task::Regression || classifier.labels().len() != 1 {
         bail!(
             "{}: is a {} model with {} outputs; this evaluation needs a regression with one",
@@ -100,7 +101,8 @@ pub fn evaluate_regression_file(
         .iter()
         .map(|l| l[0] as f64)
         .collect();
-    Ok(RegressionReport::compute(&truth, &predicted))
+    let report = RegressionReport::compute(&truth, &predicted);
+    Ok((report, truth.into_iter().zip(predicted).collect()))
 }
 
 /// Evaluates a multi-label model on a file whose label cells list each text's labels: a JSON

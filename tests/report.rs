@@ -395,3 +395,79 @@ fn eval_report_draws_the_evaluation_charts_with_names_escaped() {
     assert_no_temp_files(&fx.dir);
     std::fs::remove_dir_all(&fx.dir).unwrap();
 }
+
+#[test]
+fn eval_report_draws_each_tasks_charts() {
+    let fx = Fixture::new("report-eval-tasks");
+    let rows = common::sentences();
+
+    // Multi-label: per-label bars and table, one row per label with its support.
+    let labels = ["joy", "anger", "love"];
+    let model = fx.path("multi");
+    common::fine_tuned(&model, &labels, "multi_label_classification");
+    let mut data = String::new();
+    for (i, (text, _)) in rows.iter().enumerate() {
+        let row = serde_json::json!({"text": text, "label": [labels[i % 3]]});
+        data.push_str(&format!("{row}\n"));
+    }
+    std::fs::write(fx.path("multi.jsonl"), data).unwrap();
+    let report = fx.path("multi.html");
+    ok(fx.run(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&fx.path("multi.jsonl")),
+        "--device",
+        "cpu",
+        "--report",
+        s(&report),
+    ]));
+    let html = read(&report);
+    let doc = parse(&html);
+    assert_self_contained(&doc);
+    assert_eq!(figure_ids(&doc), ["chart-per-class"]);
+    let cells: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("td"))
+        .filter_map(|n| n.text())
+        .collect();
+    for label in labels {
+        let at = cells.iter().position(|c| *c == label).unwrap();
+        let support: usize = cells[at + 4].parse().unwrap();
+        let expected = (0..rows.len()).filter(|i| labels[i % 3] == label).count();
+        assert_eq!(support, expected, "{label}: {cells:?}");
+    }
+
+    // Regression: one dot per row, against the line y = x.
+    let model = fx.path("regression");
+    common::fine_tuned(&model, &["score"], "regression");
+    let mut data = String::from("text,label\n");
+    for (i, (text, _)) in rows.iter().enumerate() {
+        data.push_str(&format!("{text},{}\n", (i % 5) as f64 * 0.5));
+    }
+    std::fs::write(fx.path("scores.csv"), data).unwrap();
+    let report = fx.path("regression.html");
+    ok(fx.run(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&fx.path("scores.csv")),
+        "--device",
+        "cpu",
+        "--report",
+        s(&report),
+    ]));
+    let html = read(&report);
+    let doc = parse(&html);
+    assert_self_contained(&doc);
+    assert_eq!(figure_ids(&doc), ["chart-scatter"]);
+    let dots = figure(&doc, "chart-scatter")
+        .descendants()
+        .filter(|n| n.has_tag_name("circle"))
+        .count();
+    assert_eq!(dots, rows.len(), "one dot per row");
+    assert_no_temp_files(&fx.dir);
+    std::fs::remove_dir_all(&fx.dir).unwrap();
+}

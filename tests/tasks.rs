@@ -171,22 +171,6 @@ fn what_a_task_cannot_do_is_refused_naming_why() {
     assert!(!output.exists());
     ok(predict(&input.with_file_name("out.jsonl")));
 
-    let data = input.with_file_name("labelled.csv");
-    std::fs::write(&data, "text,label\ngood,joy\n").unwrap();
-    let report = data.with_file_name("eval.html");
-    fails_with(
-        bertcls(&cache)
-            .args(["eval", "--model", s(&model), "--data", s(&data)])
-            .args(["--report", s(&report)])
-            .output()
-            .unwrap(),
-        &[
-            "--report draws single-label evaluations only",
-            "multi_label",
-        ],
-    );
-    assert!(!report.exists());
-
     let config = model.join("config.json");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(

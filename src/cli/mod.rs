@@ -488,45 +488,54 @@ fn eval(args: EvalArgs) -> Result<()> {
         max_samples: args.max_samples,
         label_delimiter: args.label_delimiter,
     };
-    if *classifier.task() != Task::SingleLabel {
-        if args.report.is_some() {
-            bail!(
-                "--report draws single-label evaluations only so far (the model is a {})",
-                classifier.task().problem_type()
-            );
-        }
-        let (json, text) = if *classifier.task() == Task::Regression {
-            let report = evaluate_regression_file(&classifier, &opts)?;
-            (serde_json::to_string_pretty(&report)?, report.to_string())
+    let started = std::time::Instant::now();
+    let info = |classifier: &Classifier| crate::report::EvalInfo {
+        model: args.model.model.clone(),
+        data: opts.data.clone(),
+        device: device::describe(classifier.device()),
+        seconds: started.elapsed().as_secs_f64(),
+        peak_memory_mb: crate::train::peak_rss_mb(),
+    };
+    // Each report is written after the results are printed: one that cannot be written
+    // loses nothing else.
+    if *classifier.task() == Task::Regression {
+        let (report, points) = evaluate_regression_file(&classifier, &opts)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            let mut report = evaluate_multi_label_file(&classifier, &opts)?;
-            let json = serde_json::to_string_pretty(&report)?;
-            for label in report.per_label.iter_mut() {
-                label.label = printable(&label.label).into_owned();
-            }
-            (json, report.to_string())
-        };
-        println!("{}", if args.json { json } else { text });
+            println!("{report}");
+        }
+        if let Some(path) = &args.report {
+            crate::report::write_eval_regression(path, &info(&classifier), &report, &points)?;
+            eprintln!("report written to {}", path.display());
+        }
         return Ok(());
     }
-    let started = std::time::Instant::now();
-    let data = opts.data.clone();
+    if matches!(classifier.task(), Task::MultiLabel { .. }) {
+        let report = evaluate_multi_label_file(&classifier, &opts)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            let mut shown = report.clone();
+            for label in shown.per_label.iter_mut() {
+                label.label = printable(&label.label).into_owned();
+            }
+            println!("{shown}");
+        }
+        if let Some(path) = &args.report {
+            crate::report::write_eval_multi_label(path, &info(&classifier), &report)?;
+            eprintln!("report written to {}", path.display());
+        }
+        return Ok(());
+    }
     let report = evaluate_file(&classifier, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}", printable_report(&report));
     }
-    // After the results are printed: a report that cannot be written loses nothing else.
     if let Some(path) = &args.report {
-        let info = crate::report::EvalInfo {
-            model: args.model.model.clone(),
-            data,
-            device: device::describe(classifier.device()),
-            seconds: started.elapsed().as_secs_f64(),
-            peak_memory_mb: crate::train::peak_rss_mb(),
-        };
-        crate::report::write_eval(path, &info, &report)?;
+        crate::report::write_eval(path, &info(&classifier), &report)?;
         eprintln!("report written to {}", path.display());
     }
     Ok(())

@@ -2,8 +2,8 @@
 //!
 //! Each chart takes plain data (series of points, a matrix of counts, groups of bars), not a
 //! training state or a metrics report, so that later reports reuse them: per-label bars of a
-//! multi-label model are [`GroupedBars`], a regression's predicted-vs-gold plot will be a
-//! scatter beside [`LineChart`].
+//! multi-label model are [`GroupedBars`], a regression's predicted-vs-gold plot is a
+//! [`Scatter`].
 
 use std::fmt::Display;
 use std::ops::Range;
@@ -205,6 +205,55 @@ pub fn line_chart(chart: &LineChart) -> Result<String> {
                     .draw(),
             )?;
         }
+        plot(root.present())?;
+    }
+    Ok(svg)
+}
+
+/// Points drawn as dots against the line y = x: a regression's predictions (y) against the
+/// gold values (x), where every dot on the line is exact.
+pub struct Scatter {
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+pub fn scatter(chart: &Scatter) -> Result<String> {
+    let points: Vec<(f64, f64)> = chart
+        .points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    // One range for both axes, so that the diagonal is the diagonal.
+    let range = padded(points.iter().flat_map(|&(x, y)| [x, y]), 0.04);
+    let mut svg = String::new();
+    {
+        let root = canvas(&mut svg, (560, 460))?;
+        let mut ctx = plot(
+            ChartBuilder::on(&root)
+                .caption(&chart.title, (FONT, 18))
+                .margin(12)
+                .x_label_area_size(38)
+                .y_label_area_size(62)
+                .build_cartesian_2d(range.clone(), range.clone()),
+        )?;
+        plot(
+            ctx.configure_mesh()
+                .x_desc(&chart.x_desc)
+                .y_desc(&chart.y_desc)
+                .x_labels(8)
+                .y_labels(8)
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
+                .light_line_style(TRANSPARENT)
+                .draw(),
+        )?;
+        let diagonal = vec![(range.start, range.start), (range.end, range.end)];
+        plot(ctx.draw_series(LineSeries::new(diagonal, EVENT.stroke_width(1))))?;
+        let dot = MAIN.mix(0.55).filled();
+        plot(ctx.draw_series(points.iter().map(|&p| Circle::new(p, 3, dot))))?;
         plot(root.present())?;
     }
     Ok(svg)

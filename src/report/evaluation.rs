@@ -1,14 +1,17 @@
-//! The evaluation charts of a single-label report: the confusion matrix as a heat map with
-//! counts and per-class precision, recall and F1 with support; the page of `eval --report`.
+//! The evaluation charts: for a single-label model the confusion matrix as a heat map with
+//! counts and per-class precision, recall and F1 with support; per-label bars for a
+//! multi-label model; predicted against gold for a regression. The page of `eval --report`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::charts::{self, GroupedBars, Heatmap};
+use super::charts::{self, GroupedBars, Heatmap, Scatter};
 use super::html::{self, Figure, Page, Section, Table};
 use super::{memory, seconds};
-use crate::metrics::Report;
+use crate::metrics::{ClassReport, Report};
+use crate::task::multi_label::MultiLabelReport;
+use crate::task::regression::RegressionReport;
 use crate::terminal::printable;
 
 /// What `eval --report` says about the evaluation besides its metrics.
@@ -20,25 +23,122 @@ pub struct EvalInfo {
     pub peak_memory_mb: Option<f64>,
 }
 
-/// `bertcls eval --report FILE`: the evaluation charts of `report`.
+/// `bertcls eval --report FILE`: the evaluation charts of a single-label `report`.
 pub fn write_eval(path: &Path, info: &EvalInfo, report: &Report) -> Result<()> {
-    let rate = report.examples as f64 / info.seconds.max(1e-9);
+    let (figures, tables) = evaluation_figures(report, "")?;
+    let results = metrics_section("Results", report);
+    write_page(path, info, report.examples, results, figures, tables)
+}
+
+/// `bertcls eval --report FILE` of a multi-label model: its metrics, and precision, recall
+/// and F1 per label with support, as bars and as a table.
+pub fn write_eval_multi_label(
+    path: &Path,
+    info: &EvalInfo,
+    report: &MultiLabelReport,
+) -> Result<()> {
+    let mut rows: Vec<(String, String)> = [
+        ("micro F1", report.micro_f1),
+        ("macro F1", report.macro_f1),
+        ("weighted F1", report.weighted_f1),
+        ("samples F1", report.samples_f1),
+        ("subset accuracy", report.subset_accuracy),
+        ("Hamming loss", report.hamming_loss),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), format!("{v:.4}")))
+    .collect();
+    if let Some(loss) = report.loss {
+        rows.push(("loss".into(), format!("{loss:.4}")));
+    }
+    rows.push(("examples".into(), report.examples.to_string()));
+    let results = Section {
+        title: "Results".into(),
+        rows,
+    };
+    let (figure, table) = per_class_figure(
+        "precision, recall and F1 per label",
+        "label",
+        &report.per_label,
+    )?;
+    write_page(
+        path,
+        info,
+        report.examples,
+        results,
+        vec![figure],
+        vec![table],
+    )
+}
+
+/// `bertcls eval --report FILE` of a regression: its metrics, and the predictions against
+/// the gold values (`points`: gold, predicted).
+pub fn write_eval_regression(
+    path: &Path,
+    info: &EvalInfo,
+    report: &RegressionReport,
+    points: &[(f64, f64)],
+) -> Result<()> {
+    let rows = [
+        ("Pearson", report.pearson),
+        ("Spearman", report.spearman),
+        ("R²", report.r2),
+        ("MSE", report.mse),
+        ("RMSE", report.rmse),
+        ("MAE", report.mae),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), format!("{v:.4}")))
+    .chain(std::iter::once((
+        "examples".to_string(),
+        report.examples.to_string(),
+    )))
+    .collect();
+    let svg = charts::scatter(&Scatter {
+        title: "predicted against gold".into(),
+        x_desc: "gold".into(),
+        y_desc: "predicted".into(),
+        points: points.to_vec(),
+    })?;
+    let figure = Figure {
+        id: "chart-scatter".into(),
+        svg,
+        note: format!(
+            "One dot per example ({}); the line is y = x, where a prediction is exact.",
+            report.examples
+        ),
+    };
+    let results = Section {
+        title: "Results".into(),
+        rows,
+    };
+    write_page(path, info, report.examples, results, vec![figure], vec![])
+}
+
+fn write_page(
+    path: &Path,
+    info: &EvalInfo,
+    examples: usize,
+    results: Section,
+    figures: Vec<Figure>,
+    tables: Vec<Table>,
+) -> Result<()> {
+    let rate = examples as f64 / info.seconds.max(1e-9);
     let sections = vec![
         Section {
             title: "Evaluation".into(),
             rows: vec![
                 ("model".into(), info.model.clone()),
                 ("data".into(), info.data.display().to_string()),
-                ("rows".into(), report.examples.to_string()),
+                ("rows".into(), examples.to_string()),
                 ("device".into(), info.device.clone()),
                 ("wall time".into(), seconds(info.seconds)),
                 ("examples/s".into(), format!("{rate:.1}")),
                 ("peak memory".into(), memory(info.peak_memory_mb)),
             ],
         },
-        metrics_section("Results", report),
+        results,
     ];
-    let (figures, tables) = evaluation_figures(report, "")?;
     let page = Page {
         title: "bertcls evaluation report".into(),
         status: format!(
@@ -71,18 +171,17 @@ pub(super) fn metrics_section(title: &str, report: &Report) -> Section {
     }
 }
 
-/// The labels as the charts show them: control characters escaped (XML forbids them).
-fn shown_labels(labels: &[String]) -> Vec<String> {
-    labels.iter().map(|l| printable(l).into_owned()).collect()
-}
-
 /// The confusion matrix and per-class charts of a single-label evaluation, and the per-class
 /// table. `whose` names the model in titles ("best model: ").
 pub(super) fn evaluation_figures(
     report: &Report,
     whose: &str,
 ) -> Result<(Vec<Figure>, Vec<Table>)> {
-    let labels = shown_labels(&report.labels);
+    let labels: Vec<String> = report
+        .labels
+        .iter()
+        .map(|l| printable(l).into_owned())
+        .collect();
     let confusion = charts::heatmap(&Heatmap {
         title: format!("{whose}confusion matrix"),
         row_desc: "true label".into(),
@@ -90,29 +189,11 @@ pub(super) fn evaluation_figures(
         labels: labels.clone(),
         counts: report.confusion_matrix.clone(),
     })?;
-    let per_class = charts::grouped_bars(&GroupedBars {
-        title: format!("{whose}precision, recall and F1 per class"),
-        y_desc: "score".into(),
-        categories: labels.clone(),
-        notes: report
-            .per_class
-            .iter()
-            .map(|c| format!("n={}", c.support))
-            .collect(),
-        measures: vec![
-            (
-                "precision".into(),
-                report.per_class.iter().map(|c| c.precision).collect(),
-            ),
-            (
-                "recall".into(),
-                report.per_class.iter().map(|c| c.recall).collect(),
-            ),
-            ("F1".into(), report.per_class.iter().map(|c| c.f1).collect()),
-        ],
-        // Headroom above 1 for the legend, which then covers no bar.
-        y_max: 1.35,
-    })?;
+    let (per_class, table) = per_class_figure(
+        &format!("{whose}precision, recall and F1 per class"),
+        "class",
+        &report.per_class,
+    )?;
     let figures = vec![
         Figure {
             id: "chart-confusion".into(),
@@ -123,20 +204,47 @@ pub(super) fn evaluation_figures(
                 report.examples
             ),
         },
-        Figure {
-            id: "chart-per-class".into(),
-            svg: per_class,
-            note: "n = support: the examples of each class.".into(),
-        },
+        per_class,
     ];
+    Ok((figures, vec![table]))
+}
+
+/// Precision, recall and F1 per class (or label, `what`) with support, as grouped bars and
+/// as a table.
+/// Labels are shown with control characters escaped (XML forbids them).
+fn per_class_figure(title: &str, what: &str, classes: &[ClassReport]) -> Result<(Figure, Table)> {
+    let labels: Vec<String> = classes
+        .iter()
+        .map(|c| printable(&c.label).into_owned())
+        .collect();
+    let svg = charts::grouped_bars(&GroupedBars {
+        title: title.into(),
+        y_desc: "score".into(),
+        categories: labels,
+        notes: classes.iter().map(|c| format!("n={}", c.support)).collect(),
+        measures: vec![
+            (
+                "precision".into(),
+                classes.iter().map(|c| c.precision).collect(),
+            ),
+            ("recall".into(), classes.iter().map(|c| c.recall).collect()),
+            ("F1".into(), classes.iter().map(|c| c.f1).collect()),
+        ],
+        // Headroom above 1 for the legend, which then covers no bar.
+        y_max: 1.35,
+    })?;
+    let figure = Figure {
+        id: "chart-per-class".into(),
+        svg,
+        note: format!("n = support: the examples of each {what}."),
+    };
     let table = Table {
         id: "table-per-class".into(),
-        title: "Per class".into(),
-        header: ["class", "precision", "recall", "F1", "support"]
+        title: format!("Per {what}"),
+        header: [what, "precision", "recall", "F1", "support"]
             .map(String::from)
             .to_vec(),
-        rows: report
-            .per_class
+        rows: classes
             .iter()
             .map(|c| {
                 vec![
@@ -149,5 +257,5 @@ pub(super) fn evaluation_figures(
             })
             .collect(),
     };
-    Ok((figures, vec![table]))
+    Ok((figure, table))
 }
