@@ -43,20 +43,13 @@ pub struct EvalOptions {
 /// between batches.
 pub fn evaluate_file(classifier: &Classifier, opts: &EvalOptions) -> Result<Report> {
     if *classifier.task() != Task::SingleLabel {
-        bail!(
-            "{}: is a {} model, not a single_label_classification one",
-            classifier.dir().display(),
-            classifier.task().problem_type()
-        );
+        return Err(wrong_task(classifier, "single_label_classification"));
     }
     let rows = read_rows(opts)?;
     let labels = classifier.labels().with_default_names_as_ids();
     let examples = data::label_rows(&opts.data, rows, &labels)?;
     let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
-    let inputs: Vec<Input> = examples
-        .iter()
-        .map(|e| Input::new(&e.text, e.text_pair.as_deref()))
-        .collect();
+    let inputs: Vec<Input> = examples.iter().map(Input::from).collect();
     let logits = score(classifier, &inputs, opts.batching)?;
     Ok(single_label_report(&logits, &truth, &labels))
 }
@@ -93,10 +86,7 @@ pub fn evaluate_regression_file(
             }
         })
         .collect::<Result<Vec<f64>>>()?;
-    let inputs: Vec<Input> = rows
-        .iter()
-        .map(|r| Input::new(&r.text, r.text_pair.as_deref()))
-        .collect();
+    let inputs: Vec<Input> = rows.iter().map(Input::from).collect();
     let predicted: Vec<f64> = score(classifier, &inputs, opts.batching)?
         .iter()
         .map(|l| l[0] as f64)
@@ -114,11 +104,7 @@ pub fn evaluate_multi_label_file(
     opts: &EvalOptions,
 ) -> Result<MultiLabelReport> {
     let Task::MultiLabel { thresholds } = classifier.task() else {
-        bail!(
-            "{}: is a {} model, not a multi_label_classification one",
-            classifier.dir().display(),
-            classifier.task().problem_type()
-        );
+        return Err(wrong_task(classifier, "multi_label_classification"));
     };
     let rows = read_rows(opts)?;
     let labels = classifier.labels().with_default_names_as_ids();
@@ -136,10 +122,7 @@ pub fn evaluate_multi_label_file(
             })
         })
         .collect::<Result<Vec<Vec<bool>>>>()?;
-    let inputs: Vec<Input> = rows
-        .iter()
-        .map(|r| Input::new(&r.text, r.text_pair.as_deref()))
-        .collect();
+    let inputs: Vec<Input> = rows.iter().map(Input::from).collect();
     let logits = score(classifier, &inputs, opts.batching)?;
     let predicted: Vec<Vec<bool>> = logits
         .iter()
@@ -166,6 +149,14 @@ pub fn evaluate_multi_label_file(
         labels.names(),
         loss,
     ))
+}
+
+fn wrong_task(classifier: &Classifier, wanted: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: is a {} model, not a {wanted} one",
+        classifier.dir().display(),
+        classifier.task().problem_type()
+    )
 }
 
 fn read_rows(opts: &EvalOptions) -> Result<Vec<Row>> {

@@ -96,6 +96,30 @@ impl Report {
     }
 }
 
+/// The per-class table of precision, recall, F1 and support, its first column headed
+/// `heading`; no line break after the last row.
+pub fn write_per_class(
+    f: &mut fmt::Formatter<'_>,
+    heading: &str,
+    classes: &[ClassReport],
+) -> fmt::Result {
+    let width = classes
+        .iter()
+        .map(|c| c.label.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(12);
+    write!(f, "{heading:<width$}  precision  recall      f1  support")?;
+    for c in classes {
+        write!(
+            f,
+            "\n{:<width$}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}",
+            c.label, c.precision, c.recall, c.f1, c.support
+        )?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let width = self
@@ -113,14 +137,8 @@ impl fmt::Display for Report {
             writeln!(f, "loss         {loss:.4}")?;
         }
         writeln!(f)?;
-        writeln!(f, "{:<width$}  precision  recall      f1  support", "class")?;
-        for c in &self.per_class {
-            writeln!(
-                f,
-                "{:<width$}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}",
-                c.label, c.precision, c.recall, c.f1, c.support
-            )?;
-        }
+        write_per_class(f, "class", &self.per_class)?;
+        writeln!(f)?;
         writeln!(f)?;
         writeln!(f, "confusion matrix (rows: true, columns: predicted)")?;
         let cell = self

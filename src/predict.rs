@@ -560,7 +560,7 @@ pub fn predict_file(classifier: &Classifier, opts: &PredictOptions) -> Result<Pr
         let mut inputs = Vec::with_capacity(chunk.len());
         for record in &chunk {
             match &record.row {
-                Ok(row) => inputs.push(Input::new(&row.text, row.text_pair.as_deref())),
+                Ok(row) => inputs.push(Input::from(row)),
                 Err(e) if opts.on_error == OnError::SkipRow => {
                     skipped += 1;
                     first_skipped.get_or_insert_with(|| e.to_string());

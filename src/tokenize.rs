@@ -47,6 +47,18 @@ impl<'a> From<(&'a str, &'a str)> for Input<'a> {
     }
 }
 
+impl<'a> From<&'a crate::data::Row> for Input<'a> {
+    fn from(row: &'a crate::data::Row) -> Self {
+        Self::new(&row.text, row.text_pair.as_deref())
+    }
+}
+
+impl<'a> From<&'a crate::data::Example> for Input<'a> {
+    fn from(example: &'a crate::data::Example) -> Self {
+        Self::new(&example.text, example.text_pair.as_deref())
+    }
+}
+
 /// A tokenizer set up for classification inputs of at most `max_length` tokens.
 #[derive(Clone)]
 pub struct TextEncoder {

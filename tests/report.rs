@@ -344,6 +344,24 @@ fn a_report_is_written_on_ctrl_c() {
     std::fs::remove_dir_all(&fx.dir).unwrap();
 }
 
+/// `bertcls eval --report` of `model` on `data`, the page beside the data; the run and the
+/// page's text.
+fn eval_with_report(fx: &Fixture, model: &Path, data: &Path) -> (std::process::Output, String) {
+    let report = data.with_extension("html");
+    let out = ok(fx.run(&[
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--device",
+        "cpu",
+        "--report",
+        s(&report),
+    ]));
+    (out, read(&report))
+}
+
 #[test]
 fn eval_report_draws_the_evaluation_charts_with_names_escaped() {
     let fx = Fixture::new("report-eval");
@@ -356,20 +374,8 @@ fn eval_report_draws_the_evaluation_charts_with_names_escaped() {
         data.push_str(&format!("{row}\n"));
     }
     std::fs::write(fx.path("dev.jsonl"), data).unwrap();
-    let report = fx.path("eval.html");
-    let out = ok(fx.run(&[
-        "eval",
-        "--model",
-        s(&model),
-        "--data",
-        s(&fx.path("dev.jsonl")),
-        "--device",
-        "cpu",
-        "--report",
-        s(&report),
-    ]));
+    let (out, html) = eval_with_report(&fx, &model, &fx.path("dev.jsonl"));
     assert!(stderr(&out).contains("report written"), "{}", stderr(&out));
-    let html = read(&report);
     let doc = parse(&html);
     assert_self_contained(&doc);
     assert_eq!(figure_ids(&doc), ["chart-confusion", "chart-per-class"]);
@@ -411,19 +417,7 @@ fn eval_report_draws_each_tasks_charts() {
         data.push_str(&format!("{row}\n"));
     }
     std::fs::write(fx.path("multi.jsonl"), data).unwrap();
-    let report = fx.path("multi.html");
-    ok(fx.run(&[
-        "eval",
-        "--model",
-        s(&model),
-        "--data",
-        s(&fx.path("multi.jsonl")),
-        "--device",
-        "cpu",
-        "--report",
-        s(&report),
-    ]));
-    let html = read(&report);
+    let (_, html) = eval_with_report(&fx, &model, &fx.path("multi.jsonl"));
     let doc = parse(&html);
     assert_self_contained(&doc);
     assert_eq!(figure_ids(&doc), ["chart-per-class"]);
@@ -447,19 +441,7 @@ fn eval_report_draws_each_tasks_charts() {
         data.push_str(&format!("{text},{}\n", (i % 5) as f64 * 0.5));
     }
     std::fs::write(fx.path("scores.csv"), data).unwrap();
-    let report = fx.path("regression.html");
-    ok(fx.run(&[
-        "eval",
-        "--model",
-        s(&model),
-        "--data",
-        s(&fx.path("scores.csv")),
-        "--device",
-        "cpu",
-        "--report",
-        s(&report),
-    ]));
-    let html = read(&report);
+    let (_, html) = eval_with_report(&fx, &model, &fx.path("scores.csv"));
     let doc = parse(&html);
     assert_self_contained(&doc);
     assert_eq!(figure_ids(&doc), ["chart-scatter"]);

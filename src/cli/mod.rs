@@ -343,10 +343,7 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
             };
             let start = std::time::Instant::now();
             let rows = crate::data::read_rows(file, Format::from_path(file)?, &columns, None)?;
-            let inputs: Vec<Input> = rows
-                .iter()
-                .map(|r| Input::new(&r.text, r.text_pair.as_deref()))
-                .collect();
+            let inputs: Vec<Input> = rows.iter().map(Input::from).collect();
             let encoded = encoder.encode_untruncated(&inputs)?;
             let seconds = start.elapsed().as_secs_f64();
             let stats = LengthStats::compute(&encoded, max_len, encoder.unk_id());

@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use anyhow::{Result, anyhow};
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -110,6 +111,39 @@ fn canvas(svg: &mut String, size: (u32, u32)) -> Result<DrawingArea<SVGBackend<'
     Ok(root)
 }
 
+type Axes<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A titled chart of numbers against numbers on `root`, its axes drawn with `titles` (chart,
+/// x, y), 8 x ticks and `y_ticks` y ticks, and no light grid.
+fn axes<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    titles: (&str, &str, &str),
+    ranges: (Range<f64>, Range<f64>),
+    y_ticks: usize,
+) -> Result<Axes<'a, 'b>> {
+    let (title, x_desc, y_desc) = titles;
+    let mut ctx = plot(
+        ChartBuilder::on(root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(62)
+            .build_cartesian_2d(ranges.0, ranges.1),
+    )?;
+    plot(
+        ctx.configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_labels(8)
+            .y_labels(y_ticks)
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .light_line_style(TRANSPARENT)
+            .draw(),
+    )?;
+    Ok(ctx)
+}
+
 /// The legend's corner: the lower right when the curves end high (a metric that rises),
 /// else the upper right (a loss that falls), so it does not hide where the curves end.
 fn legend_corner(chart: &LineChart, y_range: &Range<f64>) -> SeriesLabelPosition {
@@ -150,25 +184,8 @@ pub fn line_chart(chart: &LineChart) -> Result<String> {
     let mut svg = String::new();
     {
         let root = canvas(&mut svg, (560, 330))?;
-        let mut ctx = plot(
-            ChartBuilder::on(&root)
-                .caption(&chart.title, (FONT, 18))
-                .margin(12)
-                .x_label_area_size(38)
-                .y_label_area_size(62)
-                .build_cartesian_2d(x_range, y_range.clone()),
-        )?;
-        plot(
-            ctx.configure_mesh()
-                .x_desc(&chart.x_desc)
-                .y_desc(&chart.y_desc)
-                .x_labels(8)
-                .y_labels(6)
-                .x_label_formatter(&|v| tick(*v))
-                .y_label_formatter(&|v| tick(*v))
-                .light_line_style(TRANSPARENT)
-                .draw(),
-        )?;
+        let titles = (&*chart.title, &*chart.x_desc, &*chart.y_desc);
+        let mut ctx = axes(&root, titles, (x_range, y_range.clone()), 6)?;
         for event in &chart.events {
             let line = vec![(event.x, y_range.start), (event.x, y_range.end)];
             let style = EVENT.stroke_width(1);
@@ -231,25 +248,8 @@ pub fn scatter(chart: &Scatter) -> Result<String> {
     let mut svg = String::new();
     {
         let root = canvas(&mut svg, (560, 460))?;
-        let mut ctx = plot(
-            ChartBuilder::on(&root)
-                .caption(&chart.title, (FONT, 18))
-                .margin(12)
-                .x_label_area_size(38)
-                .y_label_area_size(62)
-                .build_cartesian_2d(range.clone(), range.clone()),
-        )?;
-        plot(
-            ctx.configure_mesh()
-                .x_desc(&chart.x_desc)
-                .y_desc(&chart.y_desc)
-                .x_labels(8)
-                .y_labels(8)
-                .x_label_formatter(&|v| tick(*v))
-                .y_label_formatter(&|v| tick(*v))
-                .light_line_style(TRANSPARENT)
-                .draw(),
-        )?;
+        let titles = (&*chart.title, &*chart.x_desc, &*chart.y_desc);
+        let mut ctx = axes(&root, titles, (range.clone(), range.clone()), 8)?;
         let diagonal = vec![(range.start, range.start), (range.end, range.end)];
         plot(ctx.draw_series(LineSeries::new(diagonal, EVENT.stroke_width(1))))?;
         let dot = MAIN.mix(0.55).filled();

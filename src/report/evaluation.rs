@@ -37,25 +37,15 @@ pub fn write_eval_multi_label(
     info: &EvalInfo,
     report: &MultiLabelReport,
 ) -> Result<()> {
-    let mut rows: Vec<(String, String)> = [
+    let metrics = [
         ("micro F1", report.micro_f1),
         ("macro F1", report.macro_f1),
         ("weighted F1", report.weighted_f1),
         ("samples F1", report.samples_f1),
         ("subset accuracy", report.subset_accuracy),
         ("Hamming loss", report.hamming_loss),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), format!("{v:.4}")))
-    .collect();
-    if let Some(loss) = report.loss {
-        rows.push(("loss".into(), format!("{loss:.4}")));
-    }
-    rows.push(("examples".into(), report.examples.to_string()));
-    let results = Section {
-        title: "Results".into(),
-        rows,
-    };
+    ];
+    let results = results_section("Results", &metrics, report.loss, report.examples);
     let (figure, table) = per_class_figure(
         "precision, recall and F1 per label",
         "label",
@@ -79,21 +69,15 @@ pub fn write_eval_regression(
     report: &RegressionReport,
     points: &[(f64, f64)],
 ) -> Result<()> {
-    let rows = [
+    let metrics = [
         ("Pearson", report.pearson),
         ("Spearman", report.spearman),
         ("R²", report.r2),
         ("MSE", report.mse),
         ("RMSE", report.rmse),
         ("MAE", report.mae),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), format!("{v:.4}")))
-    .chain(std::iter::once((
-        "examples".to_string(),
-        report.examples.to_string(),
-    )))
-    .collect();
+    ];
+    let results = results_section("Results", &metrics, None, report.examples);
     let svg = charts::scatter(&Scatter {
         title: "predicted against gold".into(),
         x_desc: "gold".into(),
@@ -107,10 +91,6 @@ pub fn write_eval_regression(
             "One dot per example ({}); the line is y = x, where a prediction is exact.",
             report.examples
         ),
-    };
-    let results = Section {
-        title: "Results".into(),
-        rows,
     };
     write_page(path, info, report.examples, results, vec![figure], vec![])
 }
@@ -156,15 +136,29 @@ fn write_page(
 }
 
 pub(super) fn metrics_section(title: &str, report: &Report) -> Section {
-    let mut rows = vec![
-        ("accuracy".into(), format!("{:.4}", report.accuracy)),
-        ("macro F1".into(), format!("{:.4}", report.macro_f1)),
-        ("weighted F1".into(), format!("{:.4}", report.weighted_f1)),
+    let metrics = [
+        ("accuracy", report.accuracy),
+        ("macro F1", report.macro_f1),
+        ("weighted F1", report.weighted_f1),
     ];
-    if let Some(loss) = report.loss {
+    results_section(title, &metrics, report.loss, report.examples)
+}
+
+/// A section of metrics to 4 decimals, then the loss when there is one, then the examples.
+fn results_section(
+    title: &str,
+    metrics: &[(&str, f64)],
+    loss: Option<f64>,
+    examples: usize,
+) -> Section {
+    let mut rows: Vec<(String, String)> = metrics
+        .iter()
+        .map(|(k, v)| (k.to_string(), format!("{v:.4}")))
+        .collect();
+    if let Some(loss) = loss {
         rows.push(("loss".into(), format!("{loss:.4}")));
     }
-    rows.push(("examples".into(), report.examples.to_string()));
+    rows.push(("examples".into(), examples.to_string()));
     Section {
         title: title.into(),
         rows,

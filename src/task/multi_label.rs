@@ -147,13 +147,6 @@ impl MultiLabelReport {
 
 impl std::fmt::Display for MultiLabelReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let width = self
-            .per_label
-            .iter()
-            .map(|c| c.label.chars().count())
-            .max()
-            .unwrap_or(5)
-            .max(12);
         writeln!(f, "examples         {}", self.examples)?;
         writeln!(f, "micro F1         {:.4}", self.micro_f1)?;
         writeln!(f, "macro F1         {:.4}", self.macro_f1)?;
@@ -165,15 +158,7 @@ impl std::fmt::Display for MultiLabelReport {
             writeln!(f, "loss             {loss:.4}")?;
         }
         writeln!(f)?;
-        write!(f, "{:<width$}  precision  recall      f1  support", "label")?;
-        for c in &self.per_label {
-            write!(
-                f,
-                "\n{:<width$}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}",
-                c.label, c.precision, c.recall, c.f1, c.support
-            )?;
-        }
-        Ok(())
+        crate::metrics::write_per_class(f, "label", &self.per_label)
     }
 }
 

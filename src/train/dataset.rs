@@ -134,10 +134,7 @@ pub fn prepare_data(config: &TrainConfig, tokenizer: &TextEncoder) -> Result<Pre
         );
     }
     let encode = |examples: Vec<Example>| -> Result<Split> {
-        let inputs: Vec<Input> = examples
-            .iter()
-            .map(|e| Input::new(&e.text, e.text_pair.as_deref()))
-            .collect();
+        let inputs: Vec<Input> = examples.iter().map(Input::from).collect();
         let encoded = tokenizer.encode(&inputs)?;
         Ok(Split { examples, encoded })
     };
