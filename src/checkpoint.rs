@@ -14,8 +14,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::BestMetric;
-use crate::metrics::Report;
+use crate::task::{BestMetric, Evaluation};
 
 const PREFIX: &str = "checkpoint-";
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -76,9 +75,15 @@ pub struct TrainerState {
     pub best_global_step: Option<usize>,
     pub best_model_checkpoint: Option<PathBuf>,
     /// The validation report of the best model so far.
-    pub best_report: Option<Report>,
+    pub best_report: Option<Evaluation>,
     pub log_history: Vec<LogEntry>,
     pub progress: Progress,
+    /// Evaluations in a row without enough improvement (`EarlyStoppingCallback`'s counter).
+    #[serde(default)]
+    pub early_stopping_patience_counter: usize,
+    /// The step at which early stopping ended training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early_at: Option<usize>,
 }
 
 /// A checkpoint's training state read back for resuming (its weights load as any model
@@ -283,6 +288,8 @@ mod tests {
             best_model_checkpoint: None,
             best_report: None,
             log_history: vec![],
+            early_stopping_patience_counter: 0,
+            stopped_early_at: None,
             progress: Progress {
                 step,
                 micro_batches: 7,

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::device::DeviceSpec;
 use crate::limits;
+pub use crate::task::BestMetric;
+use crate::task::{ClassWeights, DEFAULT_THRESHOLD, ProblemType};
 
 /// One model source or a list tried in order.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -50,23 +52,6 @@ pub enum IntervalStrategy {
     Epoch,
 }
 
-/// Which validation metric picks the best checkpoint.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum BestMetric {
-    #[default]
-    Accuracy,
-    MacroF1,
-    WeightedF1,
-    Loss,
-}
-
-impl BestMetric {
-    pub fn greater_is_better(self) -> bool {
-        !matches!(self, Self::Loss)
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -81,6 +66,12 @@ pub struct TrainConfig {
     pub text_column: String,
     pub text_pair_column: Option<String>,
     pub label_column: String,
+    /// `single_label_classification`, `multi_label_classification` or `regression`; detected
+    /// from the training labels when unset, as `run_classification.py` does.
+    pub problem_type: Option<ProblemType>,
+    /// Separates the labels of a multi-label cell (`joy,love`); setting it makes the task
+    /// multi-label. JSON lists (`["joy", "love"]`) need none. Default `,`.
+    pub label_delimiter: Option<String>,
     /// Column names in the validation file where they differ from the training file's.
     pub validation_text_column: Option<String>,
     pub validation_text_pair_column: Option<String>,
@@ -116,7 +107,24 @@ pub struct TrainConfig {
     pub save_steps: usize,
     /// Keep this many newest checkpoints (plus the best); all when unset.
     pub save_total_limit: Option<usize>,
-    pub metric_for_best_model: BestMetric,
+    /// Defaults to the task's first metric: accuracy, macro_f1 (multi-label) or pearson.
+    pub metric_for_best_model: Option<BestMetric>,
+    /// Stop after this many evaluations without the metric improving by more than
+    /// `early_stopping_threshold` (transformers' `EarlyStoppingCallback`).
+    pub early_stopping_patience: Option<usize>,
+    pub early_stopping_threshold: f64,
+    /// `"balanced"`, a list in label order or a table by label name: cross-entropy class
+    /// weights (single-label) or `pos_weight` of the binary cross-entropy (multi-label).
+    pub class_weights: Option<ClassWeights>,
+    /// Caps computed (`balanced`) class weights.
+    pub max_class_weight: Option<f64>,
+    /// Trainer's `label_smoothing_factor` (single-label).
+    pub label_smoothing_factor: f64,
+    /// Multi-label: the probability at or over which a label applies.
+    pub threshold: f64,
+    /// Multi-label: after training, pick each label's threshold on the validation set
+    /// (maximising its F1) and save them in config.json.
+    pub tune_thresholds: bool,
     pub seed: u64,
     pub device: String,
     /// Batches of similar lengths (shuffled, then sorted by length within windows of 50
@@ -141,6 +149,8 @@ impl Default for TrainConfig {
             text_column: "text".into(),
             text_pair_column: None,
             label_column: "label".into(),
+            problem_type: None,
+            label_delimiter: None,
             validation_text_column: None,
             validation_text_pair_column: None,
             validation_label_column: None,
@@ -170,7 +180,14 @@ impl Default for TrainConfig {
             save_strategy: IntervalStrategy::Steps,
             save_steps: 500,
             save_total_limit: None,
-            metric_for_best_model: BestMetric::Accuracy,
+            metric_for_best_model: None,
+            early_stopping_patience: None,
+            early_stopping_threshold: 0.0,
+            class_weights: None,
+            max_class_weight: None,
+            label_smoothing_factor: 0.0,
+            threshold: DEFAULT_THRESHOLD as f64,
+            tune_thresholds: false,
             seed: 42,
             device: "auto".into(),
             group_by_length: false,
@@ -411,6 +428,101 @@ impl TrainConfig {
         }
         if let Err(e) = self.device.parse::<DeviceSpec>() {
             fail("device", format!("is invalid: {e}"))?;
+        }
+        self.validate_task_keys(&fail)
+    }
+
+    /// The keys of tasks, imbalance and early stopping; those that fit one task only are
+    /// checked against the task again once the data has decided it.
+    fn validate_task_keys(&self, fail: &dyn Fn(&str, String) -> Result<()>) -> Result<()> {
+        if !(0.0..1.0).contains(&self.label_smoothing_factor) {
+            fail(
+                "label_smoothing_factor",
+                format!("must be in [0, 1) (got {})", self.label_smoothing_factor),
+            )?;
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            fail(
+                "threshold",
+                format!(
+                    "must be between 0 and 1, exclusive (got {})",
+                    self.threshold
+                ),
+            )?;
+        }
+        if let Some(cap) = self.max_class_weight
+            && !(cap > 0.0 && cap.is_finite())
+        {
+            fail(
+                "max_class_weight",
+                format!("must be a positive number (got {cap})"),
+            )?;
+        }
+        if self.label_delimiter.as_deref() == Some("") {
+            fail("label_delimiter", "must not be empty".into())?;
+        }
+        if !(self.early_stopping_threshold >= 0.0 && self.early_stopping_threshold.is_finite()) {
+            fail(
+                "early_stopping_threshold",
+                format!(
+                    "must be a number >= 0 (got {})",
+                    self.early_stopping_threshold
+                ),
+            )?;
+        }
+        if let Some(patience) = self.early_stopping_patience {
+            if patience == 0 {
+                fail(
+                    "early_stopping_patience",
+                    "must be at least 1 (got 0)".into(),
+                )?;
+            }
+            if self.eval_strategy() == IntervalStrategy::No {
+                fail(
+                    "early_stopping_patience",
+                    "needs evaluations: a validation_file or validation_split_percentage, \
+                     and eval_strategy other than \"no\""
+                        .into(),
+                )?;
+            }
+        }
+        if self.tune_thresholds && !self.has_validation() {
+            fail(
+                "tune_thresholds",
+                "needs validation data to tune on: a validation_file or \
+                 validation_split_percentage"
+                    .into(),
+            )?;
+        }
+        if let Some(problem) = self.problem_type
+            && let Err((key, why)) = self.check_task(problem)
+        {
+            fail(key, why)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses keys that do not apply to `problem`: the key and why.
+    pub fn check_task(&self, problem: ProblemType) -> Result<(), (&'static str, String)> {
+        let name = match problem {
+            ProblemType::SingleLabelClassification => "single_label_classification",
+            ProblemType::MultiLabelClassification => "multi_label_classification",
+            ProblemType::Regression => "regression",
+        };
+        if self.label_smoothing_factor > 0.0 && problem != ProblemType::SingleLabelClassification {
+            return Err((
+                "label_smoothing_factor",
+                format!("applies to single_label_classification only, not {name}"),
+            ));
+        }
+        if self.tune_thresholds && problem != ProblemType::MultiLabelClassification {
+            return Err((
+                "tune_thresholds",
+                format!("applies to multi_label_classification only, not {name}"),
+            ));
+        }
+        if self.class_weights.is_some() && problem == ProblemType::Regression {
+            return Err(("class_weights", "does not apply to regression".to_string()));
         }
         Ok(())
     }

@@ -587,8 +587,13 @@ impl LabelSet {
 
     /// The sorted set of labels seen in `rows`.
     pub fn from_rows(rows: &[Row]) -> Self {
-        let set: BTreeSet<&str> = rows.iter().filter_map(|r| r.label.as_deref()).collect();
-        let mut names: Vec<String> = set.into_iter().map(str::to_string).collect();
+        Self::sorted(rows.iter().filter_map(|r| r.label.clone()))
+    }
+
+    /// The distinct `names`, sorted: numerically when every one is an integer.
+    pub fn sorted(names: impl IntoIterator<Item = String>) -> Self {
+        let set: BTreeSet<String> = names.into_iter().collect();
+        let mut names: Vec<String> = set.into_iter().collect();
         if names.iter().all(|n| n.parse::<i64>().is_ok()) {
             names.sort_by_key(|n| n.parse::<i64>().unwrap_or(0));
         }
@@ -642,7 +647,27 @@ pub struct Example {
     pub label: usize,
 }
 
-/// Maps each row's label to its id; a label outside `labels` is an error naming the row.
+/// The id of a row's label; an empty label or one outside `labels` is an error naming the
+/// row.
+pub fn label_id(file: &Path, row: &Row, labels: &LabelSet) -> Result<usize, DataError> {
+    let name = row.label.as_deref().unwrap_or("");
+    let error = |message: String| DataError::Row {
+        file: file.to_path_buf(),
+        line: row.line,
+        message,
+    };
+    if name.trim().is_empty() {
+        return Err(error("empty label".into()));
+    }
+    labels.id(name).ok_or_else(|| {
+        error(format!(
+            "label `{name}` was not seen in training (known labels: {})",
+            labels.names().join(", ")
+        ))
+    })
+}
+
+/// Maps each row's label to its id (see [`label_id`]).
 pub fn label_rows(
     file: &Path,
     rows: Vec<Row>,
@@ -650,22 +675,7 @@ pub fn label_rows(
 ) -> Result<Vec<Example>, DataError> {
     rows.into_iter()
         .map(|row| {
-            let name = row.label.as_deref().unwrap_or("");
-            if name.trim().is_empty() {
-                return Err(DataError::Row {
-                    file: file.to_path_buf(),
-                    line: row.line,
-                    message: "empty label".into(),
-                });
-            }
-            let label = labels.id(name).ok_or_else(|| DataError::Row {
-                file: file.to_path_buf(),
-                line: row.line,
-                message: format!(
-                    "label `{name}` was not seen in training (known labels: {})",
-                    labels.names().join(", ")
-                ),
-            })?;
+            let label = label_id(file, &row, labels)?;
             Ok(Example {
                 line: row.line,
                 text: row.text,

@@ -5,28 +5,14 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use indicatif::ProgressBar;
 
-use crate::data::{self, Columns, Format, LabelSet, Row};
+use crate::data::{self, Columns, Format, Row};
 use crate::infer::{Batching, Classifier};
 use crate::interrupt;
 use crate::metrics::Report;
 use crate::task::multi_label::{self, MultiLabelReport};
 use crate::task::regression::RegressionReport;
-use crate::task::{self, Task};
+use crate::task::{Task, single_label_report};
 use crate::tokenize::Input;
-
-/// Metrics of single-label logits against the true label ids. The loss is the mean
-/// cross-entropy, as the training loss.
-pub fn single_label_report(logits: &[Vec<f32>], truth: &[usize], labels: &LabelSet) -> Report {
-    let probs: Vec<Vec<f32>> = logits.iter().map(|l| task::softmax(l)).collect();
-    let predicted: Vec<usize> = probs.iter().map(|p| task::argmax(p)).collect();
-    let loss = probs
-        .iter()
-        .zip(truth)
-        .map(|(p, &t)| -(p[t].max(f32::MIN_POSITIVE) as f64).ln())
-        .sum::<f64>()
-        / truth.len().max(1) as f64;
-    Report::compute(truth, &predicted, labels.names(), Some(loss))
-}
 
 pub struct EvalOptions {
     pub data: PathBuf,
@@ -124,30 +110,11 @@ pub fn evaluate_multi_label_file(
         .collect::<Result<Vec<Vec<bool>>>>()?;
     let inputs: Vec<Input> = rows.iter().map(Input::from).collect();
     let logits = score(classifier, &inputs, opts.batching)?;
-    let predicted: Vec<Vec<bool>> = logits
-        .iter()
-        .map(|l| {
-            l.iter()
-                .zip(thresholds)
-                .map(|(&x, &t)| task::sigmoid(x) >= t)
-                .collect()
-        })
-        .collect();
-    let (mut loss, mut count) = (0.0, 0usize);
-    for (l, t) in logits.iter().zip(&truth) {
-        for (&x, &y) in l.iter().zip(t) {
-            // max(x, 0) − x·y + ln(1 + e^−|x|): the binary cross-entropy of the logit.
-            let x = x as f64;
-            loss += x.max(0.0) - x * f64::from(u8::from(y)) + (-x.abs()).exp().ln_1p();
-            count += 1;
-        }
-    }
-    let loss = (count > 0).then(|| loss / count as f64);
-    Ok(MultiLabelReport::compute(
+    Ok(multi_label::evaluate(
+        &logits,
         &truth,
-        &predicted,
+        thresholds,
         labels.names(),
-        loss,
     ))
 }
 

@@ -73,7 +73,7 @@ impl TinyModel {
         }))
         .expect("a literal config deserializes");
         if let Some(labels) = &self.labels {
-            config.set_labels(labels);
+            config.set_labels(labels, &crate::task::Task::SingleLabel);
         }
         config
     }

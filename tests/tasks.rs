@@ -304,18 +304,18 @@ fn eval_of_a_multi_label_model_reads_lists_and_delimited_cells() {
 }
 
 #[test]
-fn training_on_label_lists_is_refused_naming_the_row() {
+fn training_on_mixed_or_empty_labels_is_refused_naming_the_row() {
     let fx = common::Fixture::new("train-lists");
     let data = fx.path("lists.jsonl");
     std::fs::write(
         &data,
-        "{\"text\": \"good\", \"label\": \"pos\"}\n{\"text\": \"bad\", \"label\": [\"neg\"]}\n",
+        "{\"text\": \"good\", \"label\": [\"pos\"]}\n{\"text\": \"bad\", \"label\": \"neg\"}\n",
     )
     .unwrap();
     let config = fx.config(&format!("train_file = {data:?}\nvalidation_file = {data:?}\nvalidation_text_column = \"text\"\nvalidation_label_column = \"label\""));
     fails_with(
         fx.train_one_step_into(&config, &fx.path("out")),
-        &["lists.jsonl:2", "holds a list of labels", "single-label"],
+        &["lists.jsonl:2", "holds `neg`, not a JSON list of labels"],
     );
     // An empty cell is "no label applies" to a multi-label model, never a class.
     std::fs::write(
@@ -325,6 +325,6 @@ fn training_on_label_lists_is_refused_naming_the_row() {
     .unwrap();
     fails_with(
         fx.train_one_step_into(&config, &fx.path("out2")),
-        &["lists.jsonl:2", "empty label in column `label`"],
+        &["lists.jsonl:2", "column `label` holds an empty label"],
     );
 }

@@ -99,6 +99,9 @@ pub struct TrainArgs {
     pub output_dir: Option<PathBuf>,
     #[arg(long)]
     pub max_train_samples: Option<usize>,
+    /// The task, when the labels do not show it (detected otherwise).
+    #[arg(long, value_parser = ["single_label_classification", "multi_label_classification", "regression"])]
+    pub problem_type: Option<String>,
     #[arg(long)]
     pub num_train_epochs: Option<f64>,
     #[arg(long)]
@@ -423,6 +426,10 @@ fn train(args: TrainArgs) -> Result<()> {
             .map(|v| toml::Value::Integer(v as i64)),
     );
     set(
+        "problem_type",
+        args.problem_type.clone().map(toml::Value::String),
+    );
+    set(
         "num_train_epochs",
         args.num_train_epochs.map(toml::Value::Float),
     );
@@ -455,10 +462,7 @@ fn train(args: TrainArgs) -> Result<()> {
         m.peak_rss_mb.map_or("n/a".into(), |v| format!("{v:.0} MB"))
     );
     if let Some(report) = &outcome.eval {
-        eprintln!(
-            "best model: eval accuracy {:.4}, macro F1 {:.4}",
-            report.accuracy, report.macro_f1
-        );
+        eprintln!("best model: eval {}", report.summary());
     }
     eprintln!("model saved in {}", outcome.output_dir.display());
     if args.json {

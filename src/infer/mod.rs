@@ -88,6 +88,7 @@ impl Classifier {
             },
         };
         let task = Task::from_problem_type(config.problem_type(), labels.len())
+            .and_then(|task| task.with_saved_thresholds(config.thresholds()))
             .with_context(|| format!("{}", dir.join("config.json").display()))?;
         let max_len = options
             .max_seq_length

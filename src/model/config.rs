@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::data::LabelSet;
+use crate::task::Task;
 
 fn default_act() -> String {
     "gelu".into()
@@ -217,9 +218,15 @@ impl BertConfig {
             .then(|| LabelSet::from_names(pairs.into_iter().map(|(_, n)| n).collect()))
     }
 
-    /// Records the labels and the classification architecture, as `save_pretrained` of a
-    /// `BertForSequenceClassification` writes them.
-    pub fn set_labels(&mut self, labels: &LabelSet) {
+    /// The multi-label thresholds bertcls saved (`thresholds`, one per label), unchecked.
+    pub fn thresholds(&self) -> Option<&Value> {
+        self.extra.get("thresholds")
+    }
+
+    /// Records the labels, the task and the classification architecture, as
+    /// `save_pretrained` of a `BertForSequenceClassification` writes them, and a multi-label
+    /// model's thresholds (transformers keeps the key and ignores it).
+    pub fn set_labels(&mut self, labels: &LabelSet, task: &Task) {
         self.id2label = Some(
             labels
                 .names()
@@ -246,8 +253,17 @@ impl BertConfig {
             .insert("num_labels".into(), Value::from(labels.len()));
         self.extra.insert(
             "problem_type".into(),
-            Value::String("single_label_classification".into()),
+            Value::String(task.problem_type().into()),
         );
+        match task {
+            Task::MultiLabel { thresholds } => {
+                self.extra
+                    .insert("thresholds".into(), Value::from(thresholds.clone()));
+            }
+            _ => {
+                self.extra.remove("thresholds");
+            }
+        }
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -269,7 +285,10 @@ mod tests {
         assert_eq!(c.head_dim(), 32);
         assert_eq!(c.layer_norm_eps, 1e-12);
         assert_eq!(c.classifier_dropout_prob(), 0.1);
-        c.set_labels(&LabelSet::from_names(vec!["neg".into(), "pos".into()]));
+        c.set_labels(
+            &LabelSet::from_names(vec!["neg".into(), "pos".into()]),
+            &Task::SingleLabel,
+        );
         let out = serde_json::to_value(&c).unwrap();
         assert_eq!(out["gradient_checkpointing"], false);
         assert_eq!(out["id2label"]["1"], "pos");

@@ -136,7 +136,7 @@ impl BertClassifier {
     pub fn save(&self, dir: &Path, labels: &LabelSet) -> Result<()> {
         weights::save(&dir.join("model.safetensors"), &self.params)?;
         let mut config = self.config.clone();
-        config.set_labels(labels);
+        config.set_labels(labels, &crate::task::Task::SingleLabel);
         config.save(dir)
     }
 }

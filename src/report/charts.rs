@@ -55,6 +55,7 @@ pub struct Marker {
 }
 
 /// A vertical line across the chart at an x value (the kept model's step, early stopping).
+#[derive(Debug, Clone)]
 pub struct Event {
     pub label: String,
     pub x: f64,

@@ -10,6 +10,7 @@ use super::charts::{self, GroupedBars, Heatmap, Scatter};
 use super::html::{self, Figure, Page, Section, Table};
 use super::{memory, seconds};
 use crate::metrics::{ClassReport, Report};
+use crate::task::Evaluation;
 use crate::task::multi_label::MultiLabelReport;
 use crate::task::regression::RegressionReport;
 use crate::terminal::printable;
@@ -37,20 +38,8 @@ pub fn write_eval_multi_label(
     info: &EvalInfo,
     report: &MultiLabelReport,
 ) -> Result<()> {
-    let metrics = [
-        ("micro F1", report.micro_f1),
-        ("macro F1", report.macro_f1),
-        ("weighted F1", report.weighted_f1),
-        ("samples F1", report.samples_f1),
-        ("subset accuracy", report.subset_accuracy),
-        ("Hamming loss", report.hamming_loss),
-    ];
-    let results = results_section("Results", &metrics, report.loss, report.examples);
-    let (figure, table) = per_class_figure(
-        "precision, recall and F1 per label",
-        "label",
-        &report.per_label,
-    )?;
+    let results = multi_label_section("Results", report);
+    let (figure, table) = per_label_figure(report, "")?;
     write_page(
         path,
         info,
@@ -61,14 +50,27 @@ pub fn write_eval_multi_label(
     )
 }
 
-/// `bertcls eval --report FILE` of a regression: its metrics, and the predictions against
-/// the gold values (`points`: gold, predicted).
-pub fn write_eval_regression(
-    path: &Path,
-    info: &EvalInfo,
-    report: &RegressionReport,
-    points: &[(f64, f64)],
-) -> Result<()> {
+fn multi_label_section(title: &str, report: &MultiLabelReport) -> Section {
+    let metrics = [
+        ("micro F1", report.micro_f1),
+        ("macro F1", report.macro_f1),
+        ("weighted F1", report.weighted_f1),
+        ("samples F1", report.samples_f1),
+        ("subset accuracy", report.subset_accuracy),
+        ("Hamming loss", report.hamming_loss),
+    ];
+    results_section(title, &metrics, report.loss, report.examples)
+}
+
+fn per_label_figure(report: &MultiLabelReport, whose: &str) -> Result<(Figure, Table)> {
+    per_class_figure(
+        &format!("{whose}precision, recall and F1 per label"),
+        "label",
+        &report.per_label,
+    )
+}
+
+fn regression_section(title: &str, report: &RegressionReport) -> Section {
     let metrics = [
         ("Pearson", report.pearson),
         ("Spearman", report.spearman),
@@ -77,7 +79,36 @@ pub fn write_eval_regression(
         ("RMSE", report.rmse),
         ("MAE", report.mae),
     ];
-    let results = results_section("Results", &metrics, None, report.examples);
+    results_section(title, &metrics, None, report.examples)
+}
+
+/// The section, charts and tables of the kept model's validation in a training report: a
+/// regression's has no scatter, as the trainer keeps metrics, not every prediction.
+pub(super) fn best_model_parts(report: &Evaluation) -> Result<(Section, Vec<Figure>, Vec<Table>)> {
+    let title = "Best model on validation";
+    let whose = "best model: ";
+    Ok(match report {
+        Evaluation::SingleLabel(r) => {
+            let (figures, tables) = evaluation_figures(r, whose)?;
+            (metrics_section(title, r), figures, tables)
+        }
+        Evaluation::MultiLabel(r) => {
+            let (figure, table) = per_label_figure(r, whose)?;
+            (multi_label_section(title, r), vec![figure], vec![table])
+        }
+        Evaluation::Regression(r) => (regression_section(title, r), vec![], vec![]),
+    })
+}
+
+/// `bertcls eval --report FILE` of a regression: its metrics, and the predictions against
+/// the gold values (`points`: gold, predicted).
+pub fn write_eval_regression(
+    path: &Path,
+    info: &EvalInfo,
+    report: &RegressionReport,
+    points: &[(f64, f64)],
+) -> Result<()> {
+    let results = regression_section("Results", report);
     let svg = charts::scatter(&Scatter {
         title: "predicted against gold".into(),
         x_desc: "gold".into(),

@@ -146,7 +146,7 @@ fn shown(value: &Value) -> String {
 mod tests {
     use super::*;
     use crate::checkpoint::{LogEntry, Progress};
-    use crate::config::BestMetric;
+    use crate::task::BestMetric;
 
     fn long_state(entries: usize) -> TrainerState {
         let log_history = (1..=entries)
@@ -176,6 +176,8 @@ mod tests {
             best_model_checkpoint: None,
             best_report: None,
             log_history,
+            early_stopping_patience_counter: 0,
+            stopped_early_at: None,
             progress: Progress::default(),
         }
     }

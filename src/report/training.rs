@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::charts::{self, Event, LineChart, Marker, Series};
-use super::evaluation::{evaluation_figures, metrics_section};
+use super::evaluation::best_model_parts;
 use super::html::{Figure, Page, Section};
 use super::{Live, RunFiles, Status, history, memory, seconds, shown};
 use crate::checkpoint::TrainerState;
@@ -93,10 +93,18 @@ fn training_figures(state: &TrainerState) -> Result<Vec<Figure>> {
             note: note.into(),
         });
     }
-    let kept = state.best_global_step.map(|step| Event {
-        label: format!("kept model (step {step})"),
-        x: step as f64,
-    });
+    let events: Vec<Event> = state
+        .best_global_step
+        .map(|step| Event {
+            label: format!("kept model (step {step})"),
+            x: step as f64,
+        })
+        .into_iter()
+        .chain(state.stopped_early_at.map(|step| Event {
+            label: format!("stopped early (step {step})"),
+            x: step as f64,
+        }))
+        .collect();
     for key in history::value_columns(log)
         .into_iter()
         .filter(|k| k.starts_with("eval_"))
@@ -134,14 +142,7 @@ fn training_figures(state: &TrainerState) -> Result<Vec<Figure>> {
                     label: format!("best {} at step {}", short_number(at.1), at.0),
                     at,
                 }),
-                events: kept
-                    .as_ref()
-                    .map(|e| Event {
-                        label: e.label.clone(),
-                        x: e.x,
-                    })
-                    .into_iter()
-                    .collect(),
+                events: events.clone(),
             })?,
             note: format!(
                 "{} after each evaluation; the ring marks its best value.",
@@ -192,22 +193,19 @@ pub(super) fn run_page(
         .get("problem_type")
         .and_then(Value::as_str)
         .unwrap_or("single_label_classification");
-    let labels: Vec<String> = match &state.best_report {
-        Some(r) => r.labels.clone(),
-        None => files
-            .model
-            .get("id2label")
-            .and_then(Value::as_object)
-            .map(|m| {
-                let mut pairs: Vec<(usize, String)> = m
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_string())))
-                    .collect();
-                pairs.sort();
-                pairs.into_iter().map(|(_, v)| v).collect()
-            })
-            .unwrap_or_default(),
-    };
+    let labels: Vec<String> = files
+        .model
+        .get("id2label")
+        .and_then(Value::as_object)
+        .map(|m| {
+            let mut pairs: Vec<(usize, String)> = m
+                .iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_string())))
+                .collect();
+            pairs.sort();
+            pairs.into_iter().map(|(_, v)| v).collect()
+        })
+        .unwrap_or_default();
     let mut shown_list: Vec<String> = labels.iter().take(20).cloned().collect();
     if labels.len() > 20 {
         shown_list.push(format!("… ({} in all)", labels.len()));
@@ -232,7 +230,7 @@ pub(super) fn run_page(
         .unwrap_or_else(|| "n/a".into());
     let validation_rows = live
         .and_then(|l| l.validation_rows)
-        .or(state.best_report.as_ref().map(|r| r.examples))
+        .or(state.best_report.as_ref().map(|r| r.examples()))
         .map_or_else(|| "n/a".into(), |n| n.to_string());
     let validation_file = match (
         &args["validation_file"],
@@ -264,6 +262,10 @@ pub(super) fn run_page(
         "weight_decay",
         "max_grad_norm",
         "metric_for_best_model",
+        "class_weights",
+        "max_class_weight",
+        "label_smoothing_factor",
+        "early_stopping_patience",
         "bf16",
     ];
     let hyper = Section {
@@ -312,8 +314,8 @@ pub(super) fn run_page(
     let mut figures = training_figures(state)?;
     let mut tables = Vec::new();
     if let Some(report) = &state.best_report {
-        sections.push(metrics_section("Best model on validation", report));
-        let (more, more_tables) = evaluation_figures(report, "best model: ")?;
+        let (section, more, more_tables) = best_model_parts(report)?;
+        sections.push(section);
         figures.extend(more);
         tables.extend(more_tables);
     }

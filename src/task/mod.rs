@@ -2,11 +2,30 @@
 //! become the answer a user sees; the front ends (predict, eval, serve) ask it instead of
 //! assuming one label per text.
 
+pub mod evaluation;
+pub mod loss;
 pub mod multi_label;
 pub mod regression;
+pub mod targets;
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::data::LabelSet;
+use crate::metrics::Report;
+pub use evaluation::{BestMetric, Evaluation};
+pub use loss::Loss;
+pub use targets::{ClassWeights, Targets};
+
+/// transformers' `problem_type`: the `problem_type` key of a training config and of a
+/// model's `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemType {
+    SingleLabelClassification,
+    MultiLabelClassification,
+    Regression,
+}
 
 /// A model's task, as `problem_type` in `config.json` names it.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +57,96 @@ impl Task {
                 "problem_type `{other}` is not one of single_label_classification, \
                  multi_label_classification, regression"
             ),
+        }
+    }
+
+    /// A multi-label task with the thresholds config.json saved (`thresholds`: one number in
+    /// (0, 1) per label); other tasks, or no saved thresholds, stay as they are.
+    pub fn with_saved_thresholds(self, saved: Option<&serde_json::Value>) -> Result<Self> {
+        let (Self::MultiLabel { thresholds }, Some(saved)) = (&self, saved) else {
+            return Ok(self);
+        };
+        let values: Option<Vec<f32>> = saved.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|v| {
+                    v.as_f64()
+                        .filter(|t| *t > 0.0 && *t < 1.0)
+                        .map(|t| t as f32)
+                })
+                .collect()
+        });
+        match values {
+            Some(v) if v.len() == thresholds.len() => Ok(Self::MultiLabel { thresholds: v }),
+            _ => bail!(
+                "thresholds must be a list of {} numbers between 0 and 1 (one per label), not {}",
+                thresholds.len(),
+                crate::terminal::printable(&saved.to_string())
+            ),
+        }
+    }
+
+    /// The task of a model trained for `problem` with `num_labels` outputs, multi-label
+    /// decisions at `threshold`.
+    pub fn new(problem: ProblemType, num_labels: usize, threshold: f32) -> Self {
+        match problem {
+            ProblemType::SingleLabelClassification => Self::SingleLabel,
+            ProblemType::MultiLabelClassification => Self::MultiLabel {
+                thresholds: vec![threshold; num_labels],
+            },
+            ProblemType::Regression => Self::Regression,
+        }
+    }
+
+    /// The metrics a validation of this task reports; the first picks the best model unless
+    /// the config names another.
+    pub fn metrics(&self) -> &'static [BestMetric] {
+        use BestMetric::*;
+        match self {
+            Self::SingleLabel => &[Accuracy, MacroF1, WeightedF1, Loss],
+            Self::MultiLabel { .. } => &[
+                MacroF1,
+                MicroF1,
+                WeightedF1,
+                SamplesF1,
+                SubsetAccuracy,
+                HammingLoss,
+                Loss,
+            ],
+            Self::Regression => &[Pearson, Spearman, R2, Mse, Rmse, Mae, Loss],
+        }
+    }
+
+    /// The metrics of `logits` against `targets`, which say the task; a multi-label model's
+    /// decisions use its thresholds.
+    pub fn evaluate(
+        &self,
+        logits: &[Vec<f32>],
+        targets: &Targets,
+        labels: &LabelSet,
+    ) -> Evaluation {
+        match targets {
+            Targets::Classes(truth) => {
+                Evaluation::SingleLabel(single_label_report(logits, truth, labels))
+            }
+            Targets::LabelSets(truth) => {
+                let default = vec![DEFAULT_THRESHOLD; labels.len()];
+                let thresholds = match self {
+                    Self::MultiLabel { thresholds } => thresholds,
+                    _ => &default,
+                };
+                Evaluation::MultiLabel(multi_label::evaluate(
+                    logits,
+                    truth,
+                    thresholds,
+                    labels.names(),
+                ))
+            }
+            Targets::Values(truth) => {
+                let truth: Vec<f64> = truth.iter().map(|&v| v as f64).collect();
+                let predicted: Vec<f64> = logits.iter().map(|l| l[0] as f64).collect();
+                Evaluation::Regression(regression::RegressionReport::compute(&truth, &predicted))
+            }
         }
     }
 
@@ -109,6 +218,20 @@ impl Prediction {
             Self::Regression { values } => values,
         }
     }
+}
+
+/// Metrics of single-label logits against the true label ids. The loss is the mean
+/// cross-entropy, as the training loss without weights or smoothing.
+pub fn single_label_report(logits: &[Vec<f32>], truth: &[usize], labels: &LabelSet) -> Report {
+    let probs: Vec<Vec<f32>> = logits.iter().map(|l| softmax(l)).collect();
+    let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+    let loss = probs
+        .iter()
+        .zip(truth)
+        .map(|(p, &t)| -(p[t].max(f32::MIN_POSITIVE) as f64).ln())
+        .sum::<f64>()
+        / truth.len().max(1) as f64;
+    Report::compute(truth, &predicted, labels.names(), Some(loss))
 }
 
 /// Index of the largest value (the first of equals; 0 for an empty slice).

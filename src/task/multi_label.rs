@@ -14,11 +14,10 @@ pub fn is_list(cell: &str) -> bool {
     cell.starts_with('[') && serde_json::from_str::<Vec<serde_json::Value>>(cell).is_ok()
 }
 
-/// The labels a cell names, as one flag per label of `labels`: a JSON list of names (or of
-/// integer ids for models with transformers' default names), or names joined with
-/// `delimiter` (`joy,love`). An empty list or cell means no label applies. A name the model
-/// does not know is an error naming it.
-pub fn parse_cell(cell: &str, delimiter: &str, labels: &LabelSet) -> Result<Vec<bool>, String> {
+/// The label names a cell holds: a JSON list of names (or of integer ids for models with
+/// transformers' default names), or names joined with `delimiter` (`joy,love`). An empty
+/// list or cell holds none.
+pub fn cell_names(cell: &str, delimiter: &str) -> Result<Vec<String>, String> {
     let names: Vec<String> = if cell.trim_start().starts_with('[') {
         let items: Vec<serde_json::Value> = serde_json::from_str(cell.trim())
             .map_err(|e| format!("label list `{cell}` is not valid JSON: {e}"))?;
@@ -39,9 +38,15 @@ pub fn parse_cell(cell: &str, delimiter: &str, labels: &LabelSet) -> Result<Vec<
             .map(|n| n.trim().to_string())
             .collect()
     };
+    Ok(names.into_iter().filter(|n| !n.is_empty()).collect())
+}
+
+/// The labels a cell names (see [`cell_names`]), as one flag per label of `labels`. A name
+/// the model does not know is an error naming it.
+pub fn parse_cell(cell: &str, delimiter: &str, labels: &LabelSet) -> Result<Vec<bool>, String> {
     let mut flags = vec![false; labels.len()];
-    for name in names.iter().filter(|n| !n.is_empty()) {
-        let id = labels.id(name).ok_or_else(|| {
+    for name in cell_names(cell, delimiter)? {
+        let id = labels.id(&name).ok_or_else(|| {
             format!(
                 "label `{name}` is not one of the model's labels ({})",
                 labels.names().join(", ")
@@ -50,6 +55,76 @@ pub fn parse_cell(cell: &str, delimiter: &str, labels: &LabelSet) -> Result<Vec<
         flags[id] = true;
     }
     Ok(flags)
+}
+
+/// The mean binary cross-entropy of `logits` against `truth`, over rows and labels, as
+/// transformers computes a multi-label model's loss.
+pub fn mean_bce(logits: &[Vec<f32>], truth: &[Vec<bool>]) -> Option<f64> {
+    let (mut loss, mut count) = (0.0, 0usize);
+    for (l, t) in logits.iter().zip(truth) {
+        for (&x, &y) in l.iter().zip(t) {
+            // max(x, 0) − x·y + ln(1 + e^−|x|): the binary cross-entropy of the logit.
+            let x = x as f64;
+            loss += x.max(0.0) - x * f64::from(u8::from(y)) + (-x.abs()).exp().ln_1p();
+            count += 1;
+        }
+    }
+    (count > 0).then(|| loss / count as f64)
+}
+
+/// The metrics of multi-label `logits` with one threshold per label on the sigmoid.
+pub fn evaluate(
+    logits: &[Vec<f32>],
+    truth: &[Vec<bool>],
+    thresholds: &[f32],
+    labels: &[String],
+) -> MultiLabelReport {
+    let predicted: Vec<Vec<bool>> = logits
+        .iter()
+        .map(|l| {
+            l.iter()
+                .zip(thresholds)
+                .map(|(&x, &t)| super::sigmoid(x) >= t)
+                .collect()
+        })
+        .collect();
+    MultiLabelReport::compute(truth, &predicted, labels, mean_bce(logits, truth))
+}
+
+/// Candidate thresholds of [`tune_thresholds`]: 0.01 to 0.99.
+const THRESHOLD_GRID: std::ops::RangeInclusive<u32> = 1..=99;
+
+/// Per label, the threshold of 0.01, 0.02, ..., 0.99 that maximises the label's F1 on
+/// (`logits`, `truth`); among equal F1s the one nearest `default`. A label without positive
+/// examples keeps `default` (no threshold finds what is not there).
+pub fn tune_thresholds(logits: &[Vec<f32>], truth: &[Vec<bool>], default: f32) -> Vec<f32> {
+    let k = logits.first().map_or(0, Vec::len);
+    (0..k)
+        .map(|l| {
+            let probabilities: Vec<f32> = logits.iter().map(|r| super::sigmoid(r[l])).collect();
+            let actual = truth.iter().filter(|t| t[l]).count();
+            if actual == 0 {
+                return default;
+            }
+            let mut best = (f64::NEG_INFINITY, default);
+            for step in THRESHOLD_GRID {
+                let t = step as f32 / 100.0;
+                let (mut tp, mut chosen) = (0, 0);
+                for (p, truth) in probabilities.iter().zip(truth) {
+                    if *p >= t {
+                        chosen += 1;
+                        tp += usize::from(truth[l]);
+                    }
+                }
+                let f1 = f1(tp, chosen, actual);
+                let nearer = (t - default).abs() < (best.1 - default).abs();
+                if f1 > best.0 || (f1 == best.0 && nearer) {
+                    best = (f1, t);
+                }
+            }
+            best.1
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -181,6 +256,28 @@ mod tests {
         );
         assert!(parse("[1.5, {}]").unwrap_err().contains("not a label name"));
         assert!(is_list(r#"["a"]"#) && is_list("[]") && !is_list("[a]") && !is_list("joy"));
+    }
+
+    #[test]
+    fn tuned_thresholds_maximise_each_labels_f1() {
+        // Label 0: positives at probabilities 0.355 and 0.45, negatives at 0.1 and 0.2: every
+        // threshold from 0.21 to 0.35 separates them; 0.35 is the one nearest 0.5.
+        // Label 1: no positives: keeps the default.
+        let logit = |p: f32| (p / (1.0 - p)).ln();
+        let logits: Vec<Vec<f32>> = [0.355, 0.45, 0.1, 0.2]
+            .iter()
+            .map(|&p| vec![logit(p), logit(0.9)])
+            .collect();
+        let truth = rows(&["10", "10", "00", "00"]);
+        let t = tune_thresholds(&logits, &truth, 0.5);
+        assert!((t[0] - 0.35).abs() < 1e-6, "{t:?}");
+        assert_eq!(t[1], 0.5);
+        let names = ["a".to_string(), "b".to_string()];
+        assert_eq!(evaluate(&logits, &truth, &t, &names).per_label[0].f1, 1.0);
+        assert_eq!(
+            evaluate(&logits, &truth, &[0.5, 0.5], &names).per_label[0].f1,
+            0.0
+        );
     }
 
     fn rows(bits: &[&str]) -> Vec<Vec<bool>> {

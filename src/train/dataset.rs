@@ -6,9 +6,10 @@ use std::path::Path;
 use anyhow::{Result, bail};
 
 use crate::config::TrainConfig;
-use crate::data::{self, Columns, Example, Format, LabelSet};
+use crate::data::{self, Columns, Format, LabelSet, Row};
 use crate::rng::Rng;
-use crate::task::multi_label;
+use crate::task::targets::{self, LabelColumn};
+use crate::task::{ProblemType, Targets};
 use crate::tokenize::{Encoded, Input, TextEncoder};
 
 /// Independent random streams derived from the seed.
@@ -19,20 +20,27 @@ pub(crate) mod stream {
     pub const DROPOUT: u64 = 4;
 }
 
-/// Labelled, tokenized data.
+/// Tokenized data and its targets, row by row.
 pub struct Split {
-    pub examples: Vec<Example>,
     pub encoded: Vec<Encoded>,
+    pub targets: Targets,
 }
 
 impl Split {
-    pub fn labels(&self) -> Vec<usize> {
-        self.examples.iter().map(|e| e.label).collect()
+    pub fn len(&self) -> usize {
+        self.encoded.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.encoded.is_empty()
     }
 }
 
-/// Training and validation data with the label set of the training file.
+/// Training and validation data with the task and the label set of the training file.
 pub struct Prepared {
+    pub problem: ProblemType,
+    /// Why the task is what it is: the config's word, or what detection saw.
+    pub problem_source: String,
     pub labels: LabelSet,
     pub train: Split,
     pub validation: Option<Split>,
@@ -100,32 +108,21 @@ pub fn prepare_data(config: &TrainConfig, tokenizer: &TextEncoder) -> Result<Pre
         let rows = data::read_rows(file, format_of(file)?, &columns, None)?;
         validation_rows = Some((file.clone(), rows));
     }
-    // An empty cell is "no label" to a multi-label task, but no class to a single-label one.
-    if let Some(row) = train_rows
-        .iter()
-        .find(|r| r.label.as_deref().is_some_and(|l| l.trim().is_empty()))
-    {
-        bail!(
-            "{}:{}: empty label in column `{}`",
-            train_file.display(),
-            row.line,
-            config.label_column
-        );
-    }
-    if let Some(row) = train_rows
-        .iter()
-        .find(|r| r.label.as_deref().is_some_and(multi_label::is_list))
-    {
-        bail!(
-            "{}:{}: column `{}` holds a list of labels: bertcls trains single-label \
-             classifiers only so far (eval, predict and serve run multi-label models)",
-            train_file.display(),
-            row.line,
-            config.label_column
-        );
-    }
-    let labels = LabelSet::from_rows(&train_rows);
-    if labels.len() < 2 {
+    let delimiter = config.label_delimiter.as_deref().unwrap_or(",");
+    let (problem, problem_source) = match config.problem_type {
+        Some(p) => (p, "set in the config".to_string()),
+        None => {
+            let (p, why) = targets::detect(&train_rows, config.label_delimiter.is_some());
+            (p, format!("detected: {why}"))
+        }
+    };
+    let train_column = LabelColumn {
+        file: train_file,
+        column: &config.label_column,
+        delimiter,
+    };
+    let labels = targets::label_set(problem, &train_rows, &train_column)?;
+    if problem == ProblemType::SingleLabelClassification && labels.len() < 2 {
         bail!(
             "{}: column `{}` has {} distinct label(s); a classifier needs at least two",
             train_file.display(),
@@ -133,22 +130,47 @@ pub fn prepare_data(config: &TrainConfig, tokenizer: &TextEncoder) -> Result<Pre
             labels.len()
         );
     }
-    let encode = |examples: Vec<Example>| -> Result<Split> {
-        let inputs: Vec<Input> = examples.iter().map(Input::from).collect();
-        let encoded = tokenizer.encode(&inputs)?;
-        Ok(Split { examples, encoded })
+    if labels.is_empty() {
+        bail!(
+            "{}: column `{}` names no label on any row",
+            train_file.display(),
+            config.label_column
+        );
+    }
+    let split = |rows: &[Row], column: &LabelColumn| -> Result<Split> {
+        let targets = targets::targets(problem, rows, &labels, column)?;
+        let inputs: Vec<Input> = rows.iter().map(Input::from).collect();
+        Ok(Split {
+            encoded: tokenizer.encode(&inputs)?,
+            targets,
+        })
     };
-    let train = encode(data::label_rows(train_file, train_rows, &labels)?)?;
+    let train = split(&train_rows, &train_column)?;
+    let validation_label_column = config
+        .validation_label_column
+        .as_deref()
+        .unwrap_or(&config.label_column);
     let validation = match validation_rows {
         Some((file, mut rows)) => {
             if let Some(n) = config.max_eval_samples {
                 rows.truncate(n);
             }
-            Some(encode(data::label_rows(&file, rows, &labels)?)?)
+            let column = LabelColumn {
+                file: &file,
+                column: if config.validation_file.is_some() {
+                    validation_label_column
+                } else {
+                    &config.label_column
+                },
+                delimiter,
+            };
+            Some(split(&rows, &column)?)
         }
         None => None,
     };
     Ok(Prepared {
+        problem,
+        problem_source,
         labels,
         train,
         validation,

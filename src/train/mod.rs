@@ -17,11 +17,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::TrainConfig;
+use crate::config::{BestMetric, TrainConfig};
 use crate::data::LabelSet;
-use crate::metrics::Report;
+use crate::infer::{Batching, Classifier, LoadOptions};
 use crate::model::weights::{self, HeadInit};
-use crate::model::{self, BertClassifier, BertConfig, ForwardMode, TRAINING_ARGS};
+use crate::model::{BertClassifier, BertConfig, ForwardMode, TRAINING_ARGS};
+use crate::task::targets::class_weights;
+use crate::task::{Evaluation, Loss, ProblemType, Targets, Task, multi_label};
 use crate::tokenize::{Batch, TextEncoder};
 use crate::{atomic, device, source};
 pub use dataset::{Prepared, Split, epoch_batches, prepare_data};
@@ -46,8 +48,8 @@ pub struct TrainMetrics {
 pub struct TrainOutcome {
     pub output_dir: PathBuf,
     pub metrics: TrainMetrics,
-    /// Validation metrics of the saved (best) model.
-    pub eval: Option<Report>,
+    /// Validation metrics of the saved (best) model, with its tuned thresholds if any.
+    pub eval: Option<Evaluation>,
 }
 
 /// Where to resume from.
@@ -79,13 +81,18 @@ fn check_output_dir_empty(config: &TrainConfig) -> Result<()> {
 }
 
 /// Settings that shape the training trajectory: a resumed run must keep them.
-const TRAJECTORY_KEYS: [&str; 28] = [
+const TRAJECTORY_KEYS: [&str; 33] = [
     "model_name_or_path",
     "train_file",
     "validation_split_percentage",
     "text_column",
     "text_pair_column",
     "label_column",
+    "problem_type",
+    "label_delimiter",
+    "class_weights",
+    "max_class_weight",
+    "label_smoothing_factor",
     "max_seq_length",
     "pad_to_max_length",
     "max_train_samples",
@@ -140,17 +147,18 @@ const TOKENIZER_SIDE_FILES: [&str; 3] = [
     "vocab.txt",
 ];
 
-/// Everything the output folder needs besides the weights, written at the start.
+/// Everything the output folder needs besides the weights, written at the start:
+/// `training_args.json` is the config plus the class weights it resolved to.
 fn write_model_files(
     config: &TrainConfig,
     model_dir: &Path,
     model_config: &BertConfig,
-    labels: &LabelSet,
+    task: &TaskSetup,
     tokenizer: &TextEncoder,
 ) -> Result<()> {
     let out = &config.output_dir;
     let mut model_config = model_config.clone();
-    model_config.set_labels(labels);
+    model_config.set_labels(&task.labels, &task.task);
     model_config.save(out)?;
     tokenizer.save(out)?;
     for name in TOKENIZER_SIDE_FILES {
@@ -159,7 +167,167 @@ fn write_model_files(
             atomic::write(out.join(name), &std::fs::read(&src)?)?;
         }
     }
-    atomic::write_json(out.join(TRAINING_ARGS), config)
+    let mut args = serde_json::to_value(config)?;
+    if let (Some(map), Some(weights)) = (args.as_object_mut(), &task.weights) {
+        map.insert("class_weights_used".into(), json!(weights.by_label));
+    }
+    atomic::write_json(out.join(TRAINING_ARGS), &args)
+}
+
+/// Class weights as resolved for the training data.
+struct ResolvedWeights {
+    /// `class_weights` or `pos_weight`, for messages.
+    kind: &'static str,
+    values: Vec<f32>,
+    by_label: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The task of a run with everything the config adds to it: the loss (with class weights
+/// and label smoothing) and the metric that picks the best model.
+pub struct TaskSetup {
+    pub problem: ProblemType,
+    pub task: Task,
+    pub labels: LabelSet,
+    pub loss: Loss,
+    pub metric: BestMetric,
+    weights: Option<ResolvedWeights>,
+}
+
+impl TaskSetup {
+    fn new(config: &TrainConfig, data: &Prepared) -> Result<Self> {
+        let problem = data.problem;
+        if let Err((key, why)) = config.check_task(problem) {
+            bail!(
+                "{key} {why} (the task was {})",
+                data.problem_source.trim_start_matches("detected: ")
+            );
+        }
+        let labels = data.labels.clone();
+        let task = Task::new(problem, labels.len(), config.threshold as f32);
+        let metric = config.metric_for_best_model.unwrap_or(task.metrics()[0]);
+        if !task.metrics().contains(&metric) {
+            bail!(
+                "metric_for_best_model = \"{}\" does not apply to {}: choose one of {}",
+                metric.name(),
+                task.problem_type(),
+                task.metrics()
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let weights = match &config.class_weights {
+            None => None,
+            Some(spec) => {
+                let values =
+                    class_weights(spec, &data.train.targets, &labels, config.max_class_weight)
+                        .map_err(|why| anyhow::anyhow!("class_weights {why}"))?;
+                let by_label = labels
+                    .names()
+                    .iter()
+                    .zip(&values)
+                    .map(|(n, w)| (n.clone(), json!(w)))
+                    .collect();
+                Some(ResolvedWeights {
+                    kind: match problem {
+                        ProblemType::MultiLabelClassification => "pos_weight",
+                        _ => "class weights",
+                    },
+                    values,
+                    by_label,
+                })
+            }
+        };
+        let loss = match problem {
+            ProblemType::SingleLabelClassification => Loss::CrossEntropy {
+                weights: weights.as_ref().map(|w| w.values.clone()),
+                label_smoothing: config.label_smoothing_factor,
+            },
+            ProblemType::MultiLabelClassification => Loss::BinaryCrossEntropy {
+                pos_weight: weights.as_ref().map(|w| w.values.clone()),
+            },
+            ProblemType::Regression => Loss::MeanSquaredError,
+        };
+        Ok(Self {
+            problem,
+            task,
+            labels,
+            loss,
+            metric,
+            weights,
+        })
+    }
+
+    /// The lines that tell a user what the run optimises.
+    fn describe(&self, source: &str) -> Vec<String> {
+        let mut lines = vec![format!(
+            "task: {} ({source}), {} label(s); best model by eval_{}",
+            self.task.problem_type(),
+            self.labels.len(),
+            self.metric.name()
+        )];
+        if let Some(w) = &self.weights {
+            let shown: Vec<String> = w
+                .by_label
+                .iter()
+                .map(|(n, v)| {
+                    format!(
+                        "{} {:.3}",
+                        crate::terminal::printable(n),
+                        v.as_f64().unwrap_or(f64::NAN)
+                    )
+                })
+                .collect();
+            lines.push(format!("{}: {}", w.kind, shown.join(", ")));
+        }
+        lines
+    }
+}
+
+/// Picks each label's threshold on the validation set with the saved (best) model, saves
+/// them in config.json and returns them with the validation metrics at those thresholds.
+fn tune_thresholds(
+    config: &TrainConfig,
+    model_config: &BertConfig,
+    setup: &TaskSetup,
+    validation: &Split,
+    device: &candle_core::Device,
+) -> Result<(Evaluation, Vec<f32>)> {
+    let Targets::LabelSets(truth) = &validation.targets else {
+        bail!("tune_thresholds applies to multi_label_classification only");
+    };
+    let classifier = Classifier::load(
+        &config.output_dir,
+        &LoadOptions {
+            max_seq_length: Some(config.max_seq_length),
+            device: device.clone(),
+        },
+    )?;
+    let logits = classifier.logits(
+        &validation.encoded,
+        Batching::rows(config.per_device_eval_batch_size),
+    )?;
+    let thresholds = multi_label::tune_thresholds(&logits, truth, config.threshold as f32);
+    let before = setup
+        .task
+        .evaluate(&logits, &validation.targets, &setup.labels);
+    let task = Task::MultiLabel {
+        thresholds: thresholds.clone(),
+    };
+    let after = task.evaluate(&logits, &validation.targets, &setup.labels);
+    let metric = setup.metric;
+    eprintln!(
+        "thresholds tuned on the validation set: eval_{} {:.4} at threshold {} -> {:.4}",
+        metric.name(),
+        before.metric(metric).unwrap_or(f64::NAN),
+        config.threshold,
+        after.metric(metric).unwrap_or(f64::NAN)
+    );
+    let mut saved = model_config.clone();
+    saved.set_labels(&setup.labels, &task);
+    saved.save(&config.output_dir)?;
+    Ok((after, thresholds))
 }
 
 /// The model's config with the training config's dropout overrides.
@@ -202,6 +370,7 @@ pub struct Trainable {
     /// The dtype of the forward and backward passes: f32, or a half type for mixed precision.
     /// The variables, their gradients and the optimizer state stay f32 either way.
     pub compute_dtype: DType,
+    pub loss: Loss,
 }
 
 impl Trainable {
@@ -229,7 +398,17 @@ impl Trainable {
             vars,
             names,
             compute_dtype: DType::F32,
+            loss: Loss::CrossEntropy {
+                weights: None,
+                label_smoothing: 0.0,
+            },
         })
+    }
+
+    /// Trains with `loss` instead of the plain cross-entropy.
+    pub fn with_loss(mut self, loss: Loss) -> Self {
+        self.loss = loss;
+        self
     }
 
     /// Runs the forward and backward passes in `dtype` (mixed precision).
@@ -238,11 +417,11 @@ impl Trainable {
         self
     }
 
-    /// The loss of one batch and its gradients.
+    /// The loss of one batch against its `targets` (see [`Targets::batch`]) and its gradients.
     pub fn loss_and_grads(
         &self,
         batch: &Batch,
-        labels: &Tensor,
+        targets: &Tensor,
         mode: &mut ForwardMode,
         scale: f64,
     ) -> Result<(f64, candle_core::backprop::GradStore)> {
@@ -252,7 +431,7 @@ impl Trainable {
             DType::F32 => self.model.classify(batch, mode)?,
             dtype => self.model.cast(dtype)?.classify(batch, mode)?,
         };
-        let loss = model::cross_entropy(&logits, labels)?;
+        let loss = self.loss.compute(&logits, targets)?;
         let value = loss.to_scalar::<f32>()? as f64;
         let grads = (loss * scale)?.backward()?;
         Ok((value, grads))
@@ -324,11 +503,15 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
     let data = prepare_data(config, &tokenizer)?;
     eprintln!(
         "data: {} training rows, {} validation rows, labels [{}] (read and tokenized in {:.1} s)",
-        data.train.examples.len(),
-        data.validation.as_ref().map_or(0, |v| v.examples.len()),
+        data.train.len(),
+        data.validation.as_ref().map_or(0, Split::len),
         crate::terminal::printable(&data.labels.names().join(", ")),
         started.elapsed().as_secs_f64()
     );
+    let setup = TaskSetup::new(config, &data)?;
+    for line in setup.describe(&data.problem_source) {
+        eprintln!("{line}");
+    }
     if let Some(c) = &resumed
         && model_config.labels().is_some_and(|l| l != data.labels)
     {
@@ -353,40 +536,57 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
         );
     }
     let trainable = Trainable::new(&model_config, num_labels, &loaded.tensors)?
-        .with_compute_dtype(device::compute_dtype(&device, config.bf16)?);
+        .with_compute_dtype(device::compute_dtype(&device, config.bf16)?)
+        .with_loss(setup.loss.clone());
     drop(loaded);
     if resumed.is_none() {
-        write_model_files(config, &model_dir, &model_config, &data.labels, &tokenizer)?;
+        write_model_files(config, &model_dir, &model_config, &setup, &tokenizer)?;
     }
 
     let mut run = trainer::Trainer::new(
         config,
         &trainable,
         &data,
+        &setup,
         tokenizer.pad_id(),
-        device,
+        device.clone(),
         resumed,
     )?;
     let metrics = run.run()?;
-    let eval = run.best_report();
+    let mut eval = run.best_report();
+    let mut thresholds = None;
+    if config.tune_thresholds
+        && eval.is_some()
+        && let Some(validation) = &data.validation
+    {
+        let (tuned, values) = tune_thresholds(config, &model_config, &setup, validation, &device)?;
+        eval = Some(tuned);
+        let by_label: serde_json::Map<String, serde_json::Value> = setup
+            .labels
+            .names()
+            .iter()
+            .zip(values)
+            .map(|(n, t)| (n.clone(), json!(t)))
+            .collect();
+        thresholds = Some(serde_json::Value::Object(by_label));
+    }
 
     let mut all = serde_json::to_value(&metrics)?;
     atomic::write_json(config.output_dir.join(output_dir::TRAIN_RESULTS), &metrics)?;
     if let Some(report) = &eval {
-        let eval_json = json!({
-            "eval_accuracy": report.accuracy,
-            "eval_macro_f1": report.macro_f1,
-            "eval_weighted_f1": report.weighted_f1,
-            "eval_loss": report.loss,
-            "eval_samples": report.examples,
-            "report": report,
-        });
-        atomic::write_json(config.output_dir.join(output_dir::EVAL_RESULTS), &eval_json)?;
-        if let (Some(a), Some(e)) = (all.as_object_mut(), eval_json.as_object()) {
-            for (k, v) in e.iter().filter(|(k, _)| *k != "report") {
-                a.insert(k.clone(), v.clone());
-            }
+        let mut eval_json = serde_json::Map::new();
+        for (metric, value) in report.values() {
+            eval_json.insert(format!("eval_{}", metric.name()), json!(value));
         }
+        eval_json.insert("eval_samples".into(), json!(report.examples()));
+        if let Some(t) = &thresholds {
+            eval_json.insert("thresholds".into(), t.clone());
+        }
+        if let Some(a) = all.as_object_mut() {
+            a.extend(eval_json.clone());
+        }
+        eval_json.insert("report".into(), json!(report));
+        atomic::write_json(config.output_dir.join(output_dir::EVAL_RESULTS), &eval_json)?;
     }
     atomic::write_json(config.output_dir.join(output_dir::ALL_RESULTS), &all)?;
     Ok(TrainOutcome {

@@ -11,16 +11,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::dataset::{Prepared, epoch_batches, stream};
-use super::{TrainMetrics, Trainable, peak_rss_mb, total_updates};
+use super::{TaskSetup, TrainMetrics, Trainable, peak_rss_mb, total_updates};
 use crate::checkpoint::{self, Checkpoint, LogEntry, Progress, TrainerState};
 use crate::config::{BestMetric, IntervalStrategy, TrainConfig};
-use crate::eval::single_label_report;
 use crate::infer::{Batching, batched_logits};
-use crate::metrics::Report;
 use crate::model::ForwardMode;
 use crate::model::weights;
 use crate::optim::{AdamW, AdamWConfig, Gradients, LrSchedule};
 use crate::report::{self, Status};
+use crate::task::Evaluation;
 use crate::tokenize::{Batch, Encoded};
 use crate::{interrupt, rng};
 
@@ -35,15 +34,6 @@ pub struct Interrupted {
     pub signal: i32,
     pub step: usize,
     pub checkpoint: PathBuf,
-}
-
-fn metric_value(report: &Report, metric: BestMetric) -> f64 {
-    match metric {
-        BestMetric::Accuracy => report.accuracy,
-        BestMetric::MacroF1 => report.macro_f1,
-        BestMetric::WeightedF1 => report.weighted_f1,
-        BestMetric::Loss => report.loss.unwrap_or(f64::INFINITY),
-    }
 }
 
 fn is_better(candidate: f64, best: Option<f64>, metric: BestMetric) -> bool {
@@ -64,12 +54,10 @@ fn say(bar: &ProgressBar, line: String) {
     }
 }
 
-fn eval_summary(report: &Report, improved: bool) -> String {
+fn eval_summary(report: &Evaluation, improved: bool) -> String {
     format!(
-        "eval accuracy {:.4}, macro F1 {:.4}, loss {:.4}{}",
-        report.accuracy,
-        report.macro_f1,
-        report.loss.unwrap_or(f64::NAN),
+        "eval {}{}",
+        report.summary(),
         if improved {
             " (best so far: saved)"
         } else {
@@ -82,6 +70,7 @@ pub struct Trainer<'a> {
     config: &'a TrainConfig,
     trainable: &'a Trainable,
     data: &'a Prepared,
+    setup: &'a TaskSetup,
     pad_id: u32,
     device: Device,
     state: TrainerState,
@@ -103,11 +92,12 @@ impl<'a> Trainer<'a> {
         config: &'a TrainConfig,
         trainable: &'a Trainable,
         data: &'a Prepared,
+        setup: &'a TaskSetup,
         pad_id: u32,
         device: Device,
         resumed: Option<Checkpoint>,
     ) -> Result<Self> {
-        let (total, per_epoch) = total_updates(config, data.train.examples.len());
+        let (total, per_epoch) = total_updates(config, data.train.len());
         let schedule = LrSchedule::new(
             config.learning_rate,
             config.lr_scheduler_type,
@@ -151,13 +141,15 @@ impl<'a> Trainer<'a> {
                 num_train_epochs: config.num_train_epochs,
                 train_batch_size: config.per_device_train_batch_size,
                 logging_steps: config.logging_steps,
-                metric_for_best_model: config.metric_for_best_model,
+                metric_for_best_model: setup.metric,
                 best_metric: None,
                 best_global_step: None,
                 best_model_checkpoint: None,
                 best_report: None,
                 log_history: Vec::new(),
                 progress: Progress::default(),
+                early_stopping_patience_counter: 0,
+                stopped_early_at: None,
             },
         };
         let checkpointed = Some(state.global_step).filter(|s| *s > 0);
@@ -166,6 +158,7 @@ impl<'a> Trainer<'a> {
             config,
             trainable,
             data,
+            setup,
             pad_id,
             device,
             state,
@@ -180,7 +173,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// The validation report of the best model so far.
-    pub fn best_report(&self) -> Option<Report> {
+    pub fn best_report(&self) -> Option<Evaluation> {
         self.state.best_report.clone()
     }
 
@@ -198,11 +191,7 @@ impl<'a> Trainer<'a> {
         for indices in group {
             let items: Vec<&Encoded> = indices.iter().map(|&i| &train.encoded[i]).collect();
             let batch = Batch::collate(&items, self.pad_id, pad_to, &self.device)?;
-            let labels: Vec<u32> = indices
-                .iter()
-                .map(|&i| train.examples[i].label as u32)
-                .collect();
-            let labels = Tensor::new(labels.as_slice(), &self.device)?;
+            let targets = train.targets.batch(indices, &self.device)?;
             let p = &mut self.state.progress;
             p.micro_batches += 1;
             let seed = rng::mix64(
@@ -210,7 +199,7 @@ impl<'a> Trainer<'a> {
             );
             let (loss, store) = self.trainable.loss_and_grads(
                 &batch,
-                &labels,
+                &targets,
                 &mut ForwardMode::train(seed),
                 1.0 / group.len() as f64,
             )?;
@@ -240,7 +229,7 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    fn evaluate(&self) -> Result<Option<Report>> {
+    fn evaluate(&self) -> Result<Option<Evaluation>> {
         let Some(validation) = &self.data.validation else {
             return Ok(None);
         };
@@ -253,27 +242,28 @@ impl<'a> Trainer<'a> {
             &self.device,
             &mut |_| Ok(()),
         )?;
-        Ok(Some(single_label_report(
+        Ok(Some(self.setup.task.evaluate(
             &logits,
-            &validation.labels(),
+            &validation.targets,
             &self.data.labels,
         )))
     }
 
-    /// Evaluates, logs the result, and keeps the model (and a checkpoint) if it is the best
-    /// so far.
-    fn evaluate_and_keep_best(&mut self) -> Result<Option<(Report, bool)>> {
+    /// Evaluates, logs the result, keeps the model (and a checkpoint) if it is the best so
+    /// far, and counts towards early stopping.
+    fn evaluate_and_keep_best(&mut self) -> Result<Option<(Evaluation, bool)>> {
         let Some(report) = self.evaluate()? else {
             return Ok(None);
         };
-        let metric = self.config.metric_for_best_model;
-        let value = metric_value(&report, metric);
+        let metric = self.setup.metric;
+        let value = report.metric(metric).unwrap_or(f64::NAN);
         let improved = is_better(value, self.state.best_metric, metric);
-        let mut values = serde_json::Map::new();
-        values.insert("eval_loss".into(), json!(report.loss));
-        values.insert("eval_accuracy".into(), json!(report.accuracy));
-        values.insert("eval_macro_f1".into(), json!(report.macro_f1));
-        values.insert("eval_weighted_f1".into(), json!(report.weighted_f1));
+        self.count_for_early_stopping(value, improved);
+        let values = report
+            .values()
+            .into_iter()
+            .map(|(m, v)| (format!("eval_{}", m.name()), json!(v)))
+            .collect();
         self.log(values);
         if improved {
             weights::save(
@@ -294,6 +284,41 @@ impl<'a> Trainer<'a> {
         // A report a user can open while training runs, with this evaluation in it.
         self.write_report(&self.config.output_dir, None);
         Ok(Some((report, improved)))
+    }
+
+    /// `EarlyStoppingCallback`: an evaluation that beats the best before it by more than
+    /// the threshold resets the count; any other adds one, and `patience` of them in a row
+    /// stop training.
+    fn count_for_early_stopping(&mut self, value: f64, improved: bool) {
+        let Some(patience) = self.config.early_stopping_patience else {
+            return;
+        };
+        let enough = match self.state.best_metric {
+            None => true,
+            Some(best) => improved && (value - best).abs() > self.config.early_stopping_threshold,
+        };
+        if enough {
+            self.state.early_stopping_patience_counter = 0;
+        } else {
+            self.state.early_stopping_patience_counter += 1;
+        }
+        if self.state.early_stopping_patience_counter >= patience {
+            self.state.stopped_early_at = Some(self.state.global_step);
+        }
+    }
+
+    /// The line that says why training ended early.
+    fn early_stop_line(&self) -> String {
+        format!(
+            "early stopping at step {}: eval_{} did not improve by more than {} in {} \
+             evaluation(s); best {:.4} at step {}",
+            self.state.global_step,
+            self.setup.metric.name(),
+            self.config.early_stopping_threshold,
+            self.state.early_stopping_patience_counter,
+            self.state.best_metric.unwrap_or(f64::NAN),
+            self.state.best_global_step.unwrap_or(0)
+        )
     }
 
     fn log(&mut self, values: serde_json::Map<String, serde_json::Value>) {
@@ -353,14 +378,18 @@ impl<'a> Trainer<'a> {
     fn write_report(&self, dir: &Path, signal: Option<i32>) {
         let status = match signal {
             Some(s) => Status::Interrupted(interrupt::name(s).to_string()),
-            None if self.state.global_step >= self.state.max_steps => Status::Finished,
+            None if self.state.global_step >= self.state.max_steps
+                || self.state.stopped_early_at.is_some() =>
+            {
+                Status::Finished
+            }
             None => Status::Running,
         };
         let live = report::Live {
             status,
             device: crate::device::describe(&self.device),
-            train_rows: self.data.train.examples.len(),
-            validation_rows: self.data.validation.as_ref().map(|v| v.examples.len()),
+            train_rows: self.data.train.len(),
+            validation_rows: self.data.validation.as_ref().map(|v| v.len()),
             elapsed_seconds: self.elapsed(),
             peak_memory_mb: peak_rss_mb(),
         };
@@ -457,7 +486,10 @@ impl<'a> Trainer<'a> {
     ) -> Result<()> {
         let config = self.config;
         let accumulation = config.gradient_accumulation_steps;
-        while self.state.progress.epoch < epochs && self.state.global_step < total {
+        while self.state.progress.epoch < epochs
+            && self.state.global_step < total
+            && self.state.stopped_early_at.is_none()
+        {
             let epoch = self.state.progress.epoch;
             let batches = epoch_batches(
                 lengths,
@@ -474,6 +506,7 @@ impl<'a> Trainer<'a> {
             let epoch_started = Instant::now();
             while self.state.progress.updates_in_epoch < groups.len()
                 && self.state.global_step < total
+                && self.state.stopped_early_at.is_none()
             {
                 let g = self.state.progress.updates_in_epoch;
                 let lr = self.schedule.lr(self.state.global_step);
@@ -547,6 +580,9 @@ impl<'a> Trainer<'a> {
                 line.push_str(&format!(", {}", eval_summary(&report, improved)));
             }
             say(bar, line);
+            if self.state.stopped_early_at.is_some() {
+                say(bar, self.early_stop_line());
+            }
             if self.saves_checkpoints() && self.checkpointed != Some(self.state.global_step) {
                 self.save_checkpoint()?;
             } else {
