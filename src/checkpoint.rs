@@ -84,6 +84,9 @@ pub struct TrainerState {
     /// The step at which early stopping ended training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_early_at: Option<usize>,
+    /// A regression's best model on each validation row: (gold, predicted), for the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_predictions: Option<Vec<(f32, f32)>>,
 }
 
 /// A checkpoint's training state read back for resuming (its weights load as any model
@@ -290,6 +293,7 @@ mod tests {
             log_history: vec![],
             early_stopping_patience_counter: 0,
             stopped_early_at: None,
+            best_predictions: None,
             progress: Progress {
                 step,
                 micro_batches: 7,

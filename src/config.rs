@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::device::DeviceSpec;
 use crate::limits;
 pub use crate::task::BestMetric;
+use crate::task::targets::WeightRule;
 use crate::task::{ClassWeights, DEFAULT_THRESHOLD, ProblemType};
 
 /// One model source or a list tried in order.
@@ -521,7 +522,11 @@ impl TrainConfig {
                 format!("applies to multi_label_classification only, not {name}"),
             ));
         }
-        if self.class_weights.is_some() && problem == ProblemType::Regression {
+        let weighted = !matches!(
+            self.class_weights,
+            None | Some(ClassWeights::Computed(WeightRule::None))
+        );
+        if weighted && problem == ProblemType::Regression {
             return Err(("class_weights", "does not apply to regression".to_string()));
         }
         Ok(())

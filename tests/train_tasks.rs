@@ -99,6 +99,10 @@ fn multi_label_trains_with_pos_weight_and_tuned_thresholds_that_eval_and_predict
     );
 
     // eval and predict use the saved thresholds: the same figures as the trainer's.
+    // The training report draws the kept model's per-label bars.
+    let report = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(report.contains("best model: precision, recall and F1 per label"));
+
     let evaluated = eval_json(&fx, &run, &data, &["--label-column", "labels"]);
     assert!(
         (evaluated["macro_f1"].as_f64().unwrap() - macro_f1).abs() < 1e-9,
@@ -163,6 +167,11 @@ fn regression_on_sentence_pairs_is_detected_trained_and_reloaded() {
     let pearson = results["eval_pearson"].as_f64().unwrap();
     assert!(pearson > 0.8, "{results}");
     assert_eq!(results["eval_loss"], results["eval_mse"]);
+    // The training report draws the kept model's predictions against gold: one dot per row.
+    let state = json(&run.join("trainer_state.json"));
+    assert_eq!(state["best_predictions"].as_array().unwrap().len(), 40);
+    let report = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(report.contains("best model: predicted against gold"));
     let evaluated = eval_json(
         &fx,
         &run,

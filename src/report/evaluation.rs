@@ -82,9 +82,12 @@ fn regression_section(title: &str, report: &RegressionReport) -> Section {
     results_section(title, &metrics, None, report.examples)
 }
 
-/// The section, charts and tables of the kept model's validation in a training report: a
-/// regression's has no scatter, as the trainer keeps metrics, not every prediction.
-pub(super) fn best_model_parts(report: &Evaluation) -> Result<(Section, Vec<Figure>, Vec<Table>)> {
+/// The section, charts and tables of the kept model's validation in a training report, with a
+/// regression's predictions against gold when the trainer kept them.
+pub(super) fn best_model_parts(
+    report: &Evaluation,
+    predictions: Option<&[(f32, f32)]>,
+) -> Result<(Section, Vec<Figure>, Vec<Table>)> {
     let title = "Best model on validation";
     let whose = "best model: ";
     Ok(match report {
@@ -96,7 +99,19 @@ pub(super) fn best_model_parts(report: &Evaluation) -> Result<(Section, Vec<Figu
             let (figure, table) = per_label_figure(r, whose)?;
             (multi_label_section(title, r), vec![figure], vec![table])
         }
-        Evaluation::Regression(r) => (regression_section(title, r), vec![], vec![]),
+        Evaluation::Regression(r) => {
+            let points: Vec<(f64, f64)> = predictions
+                .unwrap_or_default()
+                .iter()
+                .map(|&(g, p)| (g as f64, p as f64))
+                .collect();
+            let figures = if points.is_empty() {
+                vec![]
+            } else {
+                vec![scatter_figure(&points, whose)?]
+            };
+            (regression_section(title, r), figures, vec![])
+        }
     })
 }
 
@@ -109,21 +124,25 @@ pub fn write_eval_regression(
     points: &[(f64, f64)],
 ) -> Result<()> {
     let results = regression_section("Results", report);
+    let figure = scatter_figure(points, "")?;
+    write_page(path, info, report.examples, results, vec![figure], vec![])
+}
+
+fn scatter_figure(points: &[(f64, f64)], whose: &str) -> Result<Figure> {
     let svg = charts::scatter(&Scatter {
-        title: "predicted against gold".into(),
+        title: format!("{whose}predicted against gold"),
         x_desc: "gold".into(),
         y_desc: "predicted".into(),
         points: points.to_vec(),
     })?;
-    let figure = Figure {
+    Ok(Figure {
         id: "chart-scatter".into(),
         svg,
         note: format!(
             "One dot per example ({}); the line is y = x, where a prediction is exact.",
-            report.examples
+            points.len()
         ),
-    };
-    write_page(path, info, report.examples, results, vec![figure], vec![])
+    })
 }
 
 fn write_page(

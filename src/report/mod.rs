@@ -178,6 +178,7 @@ mod tests {
             log_history,
             early_stopping_patience_counter: 0,
             stopped_early_at: None,
+            best_predictions: None,
             progress: Progress::default(),
         }
     }

@@ -314,7 +314,8 @@ pub(super) fn run_page(
     let mut figures = training_figures(state)?;
     let mut tables = Vec::new();
     if let Some(report) = &state.best_report {
-        let (section, more, more_tables) = best_model_parts(report)?;
+        let (section, more, more_tables) =
+            best_model_parts(report, state.best_predictions.as_deref())?;
         sections.push(section);
         figures.extend(more);
         tables.extend(more_tables);

@@ -35,6 +35,26 @@ impl BestMetric {
         )
     }
 
+    /// How people read it: `macro F1`, `Pearson`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Loss => "loss",
+            Self::Accuracy => "accuracy",
+            Self::MacroF1 => "macro F1",
+            Self::WeightedF1 => "weighted F1",
+            Self::MicroF1 => "micro F1",
+            Self::SamplesF1 => "samples F1",
+            Self::SubsetAccuracy => "subset accuracy",
+            Self::HammingLoss => "Hamming loss",
+            Self::Mse => "MSE",
+            Self::Rmse => "RMSE",
+            Self::Mae => "MAE",
+            Self::Pearson => "Pearson",
+            Self::Spearman => "Spearman",
+            Self::R2 => "R²",
+        }
+    }
+
     /// The name in configs and logs (`eval_` + this).
     pub fn name(self) -> String {
         serde_json::to_value(self)
@@ -117,11 +137,9 @@ impl Evaluation {
         };
         shown
             .iter()
-            .filter_map(|m| Some(format!("{} {:.4}", m.name(), self.metric(*m)?)))
+            .filter_map(|m| Some(format!("{} {:.4}", m.label(), self.metric(*m)?)))
             .collect::<Vec<_>>()
             .join(", ")
-            .replace("macro_f1", "macro F1")
-            .replace("micro_f1", "micro F1")
     }
 }
 

@@ -78,6 +78,9 @@ pub enum WeightRule {
     /// `compute_class_weight("balanced")`. Multi-label: n_negative / n_positive per label,
     /// PyTorch's recipe for `BCEWithLogitsLoss(pos_weight)`.
     Balanced,
+    /// Every label weighs 1: the default, written out to switch a config's weights off
+    /// from the command line (`--set 'class_weights="none"'`).
+    None,
 }
 
 /// Where a label column is read from, for errors.
@@ -263,6 +266,7 @@ pub fn class_weights(
         (_, Targets::Values(_)) => {
             return Err("does not apply to a regression".into());
         }
+        (ClassWeights::Computed(WeightRule::None), _) => vec![1.0; k],
         (ClassWeights::Computed(WeightRule::Balanced), Targets::Classes(ids)) => {
             let mut counts = vec![0usize; k];
             for &id in ids {

@@ -5,6 +5,7 @@
 
 pub mod dataset;
 pub mod output_dir;
+pub mod task;
 pub mod trainer;
 
 use std::collections::HashMap;
@@ -17,16 +18,15 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::{BestMetric, TrainConfig};
-use crate::data::LabelSet;
-use crate::infer::{Batching, Classifier, LoadOptions};
+use crate::config::TrainConfig;
 use crate::model::weights::{self, HeadInit};
 use crate::model::{BertClassifier, BertConfig, ForwardMode, TRAINING_ARGS};
-use crate::task::targets::class_weights;
-use crate::task::{Evaluation, Loss, ProblemType, Targets, Task, multi_label};
+use crate::task::{Evaluation, Loss};
 use crate::tokenize::{Batch, TextEncoder};
 use crate::{atomic, device, source};
 pub use dataset::{Prepared, Split, epoch_batches, prepare_data};
+pub use task::TaskSetup;
+use task::{by_label, tune_thresholds};
 pub use trainer::Interrupted;
 
 #[derive(Debug, Clone, Serialize)]
@@ -169,165 +169,12 @@ fn write_model_files(
     }
     let mut args = serde_json::to_value(config)?;
     if let (Some(map), Some(weights)) = (args.as_object_mut(), &task.weights) {
-        map.insert("class_weights_used".into(), json!(weights.by_label));
+        map.insert(
+            "class_weights_used".into(),
+            by_label(&task.labels, &weights.values),
+        );
     }
     atomic::write_json(out.join(TRAINING_ARGS), &args)
-}
-
-/// Class weights as resolved for the training data.
-struct ResolvedWeights {
-    /// `class_weights` or `pos_weight`, for messages.
-    kind: &'static str,
-    values: Vec<f32>,
-    by_label: serde_json::Map<String, serde_json::Value>,
-}
-
-/// The task of a run with everything the config adds to it: the loss (with class weights
-/// and label smoothing) and the metric that picks the best model.
-pub struct TaskSetup {
-    pub problem: ProblemType,
-    pub task: Task,
-    pub labels: LabelSet,
-    pub loss: Loss,
-    pub metric: BestMetric,
-    weights: Option<ResolvedWeights>,
-}
-
-impl TaskSetup {
-    fn new(config: &TrainConfig, data: &Prepared) -> Result<Self> {
-        let problem = data.problem;
-        if let Err((key, why)) = config.check_task(problem) {
-            bail!(
-                "{key} {why} (the task was {})",
-                data.problem_source.trim_start_matches("detected: ")
-            );
-        }
-        let labels = data.labels.clone();
-        let task = Task::new(problem, labels.len(), config.threshold as f32);
-        let metric = config.metric_for_best_model.unwrap_or(task.metrics()[0]);
-        if !task.metrics().contains(&metric) {
-            bail!(
-                "metric_for_best_model = \"{}\" does not apply to {}: choose one of {}",
-                metric.name(),
-                task.problem_type(),
-                task.metrics()
-                    .iter()
-                    .map(|m| m.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        let weights = match &config.class_weights {
-            None => None,
-            Some(spec) => {
-                let values =
-                    class_weights(spec, &data.train.targets, &labels, config.max_class_weight)
-                        .map_err(|why| anyhow::anyhow!("class_weights {why}"))?;
-                let by_label = labels
-                    .names()
-                    .iter()
-                    .zip(&values)
-                    .map(|(n, w)| (n.clone(), json!(w)))
-                    .collect();
-                Some(ResolvedWeights {
-                    kind: match problem {
-                        ProblemType::MultiLabelClassification => "pos_weight",
-                        _ => "class weights",
-                    },
-                    values,
-                    by_label,
-                })
-            }
-        };
-        let loss = match problem {
-            ProblemType::SingleLabelClassification => Loss::CrossEntropy {
-                weights: weights.as_ref().map(|w| w.values.clone()),
-                label_smoothing: config.label_smoothing_factor,
-            },
-            ProblemType::MultiLabelClassification => Loss::BinaryCrossEntropy {
-                pos_weight: weights.as_ref().map(|w| w.values.clone()),
-            },
-            ProblemType::Regression => Loss::MeanSquaredError,
-        };
-        Ok(Self {
-            problem,
-            task,
-            labels,
-            loss,
-            metric,
-            weights,
-        })
-    }
-
-    /// The lines that tell a user what the run optimises.
-    fn describe(&self, source: &str) -> Vec<String> {
-        let mut lines = vec![format!(
-            "task: {} ({source}), {} label(s); best model by eval_{}",
-            self.task.problem_type(),
-            self.labels.len(),
-            self.metric.name()
-        )];
-        if let Some(w) = &self.weights {
-            let shown: Vec<String> = w
-                .by_label
-                .iter()
-                .map(|(n, v)| {
-                    format!(
-                        "{} {:.3}",
-                        crate::terminal::printable(n),
-                        v.as_f64().unwrap_or(f64::NAN)
-                    )
-                })
-                .collect();
-            lines.push(format!("{}: {}", w.kind, shown.join(", ")));
-        }
-        lines
-    }
-}
-
-/// Picks each label's threshold on the validation set with the saved (best) model, saves
-/// them in config.json and returns them with the validation metrics at those thresholds.
-fn tune_thresholds(
-    config: &TrainConfig,
-    model_config: &BertConfig,
-    setup: &TaskSetup,
-    validation: &Split,
-    device: &candle_core::Device,
-) -> Result<(Evaluation, Vec<f32>)> {
-    let Targets::LabelSets(truth) = &validation.targets else {
-        bail!("tune_thresholds applies to multi_label_classification only");
-    };
-    let classifier = Classifier::load(
-        &config.output_dir,
-        &LoadOptions {
-            max_seq_length: Some(config.max_seq_length),
-            device: device.clone(),
-        },
-    )?;
-    let logits = classifier.logits(
-        &validation.encoded,
-        Batching::rows(config.per_device_eval_batch_size),
-    )?;
-    let thresholds = multi_label::tune_thresholds(&logits, truth, config.threshold as f32);
-    let before = setup
-        .task
-        .evaluate(&logits, &validation.targets, &setup.labels);
-    let task = Task::MultiLabel {
-        thresholds: thresholds.clone(),
-    };
-    let after = task.evaluate(&logits, &validation.targets, &setup.labels);
-    let metric = setup.metric;
-    eprintln!(
-        "thresholds tuned on the validation set: eval_{} {:.4} at threshold {} -> {:.4}",
-        metric.name(),
-        before.metric(metric).unwrap_or(f64::NAN),
-        config.threshold,
-        after.metric(metric).unwrap_or(f64::NAN)
-    );
-    let mut saved = model_config.clone();
-    saved.set_labels(&setup.labels, &task);
-    saved.save(&config.output_dir)?;
-    Ok((after, thresholds))
 }
 
 /// The model's config with the training config's dropout overrides.
@@ -561,14 +408,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
     {
         let (tuned, values) = tune_thresholds(config, &model_config, &setup, validation, &device)?;
         eval = Some(tuned);
-        let by_label: serde_json::Map<String, serde_json::Value> = setup
-            .labels
-            .names()
-            .iter()
-            .zip(values)
-            .map(|(n, t)| (n.clone(), json!(t)))
-            .collect();
-        thresholds = Some(serde_json::Value::Object(by_label));
+        thresholds = Some(by_label(&setup.labels, &values));
     }
 
     let mut all = serde_json::to_value(&metrics)?;

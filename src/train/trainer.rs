@@ -19,7 +19,7 @@ use crate::model::ForwardMode;
 use crate::model::weights;
 use crate::optim::{AdamW, AdamWConfig, Gradients, LrSchedule};
 use crate::report::{self, Status};
-use crate::task::Evaluation;
+use crate::task::{Evaluation, Targets};
 use crate::tokenize::{Batch, Encoded};
 use crate::{interrupt, rng};
 
@@ -150,6 +150,7 @@ impl<'a> Trainer<'a> {
                 progress: Progress::default(),
                 early_stopping_patience_counter: 0,
                 stopped_early_at: None,
+                best_predictions: None,
             },
         };
         let checkpointed = Some(state.global_step).filter(|s| *s > 0);
@@ -229,7 +230,9 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    fn evaluate(&self) -> Result<Option<Evaluation>> {
+    /// The validation metrics of the current model, and for a regression each row's (gold,
+    /// predicted) value, which the report draws.
+    fn evaluate(&self) -> Result<Option<(Evaluation, Option<Vec<(f32, f32)>>)>> {
         let Some(validation) = &self.data.validation else {
             return Ok(None);
         };
@@ -242,17 +245,23 @@ impl<'a> Trainer<'a> {
             &self.device,
             &mut |_| Ok(()),
         )?;
-        Ok(Some(self.setup.task.evaluate(
-            &logits,
-            &validation.targets,
-            &self.data.labels,
-        )))
+        let points = match &validation.targets {
+            Targets::Values(gold) => {
+                Some(gold.iter().zip(&logits).map(|(&g, l)| (g, l[0])).collect())
+            }
+            _ => None,
+        };
+        let report = self
+            .setup
+            .task
+            .evaluate(&logits, &validation.targets, &self.data.labels);
+        Ok(Some((report, points)))
     }
 
     /// Evaluates, logs the result, keeps the model (and a checkpoint) if it is the best so
     /// far, and counts towards early stopping.
     fn evaluate_and_keep_best(&mut self) -> Result<Option<(Evaluation, bool)>> {
-        let Some(report) = self.evaluate()? else {
+        let Some((report, points)) = self.evaluate()? else {
             return Ok(None);
         };
         let metric = self.setup.metric;
@@ -273,6 +282,7 @@ impl<'a> Trainer<'a> {
             self.state.best_metric = Some(value);
             self.state.best_global_step = Some(self.state.global_step);
             self.state.best_report = Some(report.clone());
+            self.state.best_predictions = points;
             if self.saves_checkpoints() {
                 self.state.best_model_checkpoint = Some(checkpoint::path(
                     &self.config.output_dir,
