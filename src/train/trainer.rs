@@ -66,6 +66,9 @@ fn eval_summary(report: &Evaluation, improved: bool) -> String {
     )
 }
 
+/// (gold, predicted) per validation row of a regression.
+type Predictions = Vec<(f32, f32)>;
+
 pub struct Trainer<'a> {
     config: &'a TrainConfig,
     trainable: &'a Trainable,
@@ -232,7 +235,7 @@ impl<'a> Trainer<'a> {
 
     /// The validation metrics of the current model, and for a regression each row's (gold,
     /// predicted) value, which the report draws.
-    fn evaluate(&self) -> Result<Option<(Evaluation, Option<Vec<(f32, f32)>>)>> {
+    fn evaluate(&self) -> Result<Option<(Evaluation, Option<Predictions>)>> {
         let Some(validation) = &self.data.validation else {
             return Ok(None);
         };
