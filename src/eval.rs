@@ -11,7 +11,7 @@ use crate::interrupt;
 use crate::metrics::Report;
 use crate::task::multi_label::{self, MultiLabelReport};
 use crate::task::regression::RegressionReport;
-use crate::task::{Task, single_label_report};
+use crate::task::{Evaluation, Task, single_label_report};
 use crate::tokenize::Input;
 
 pub struct EvalOptions {
@@ -116,6 +116,34 @@ pub fn evaluate_multi_label_file(
         thresholds,
         labels.names(),
     ))
+}
+
+/// An evaluation of a model of any task, and for a regression each row's (gold, predicted)
+/// value.
+pub struct Evaluated {
+    pub report: Evaluation,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Evaluates a model of any task on a labelled file: the front end of `bertcls eval`.
+pub fn evaluate(classifier: &Classifier, opts: &EvalOptions) -> Result<Evaluated> {
+    Ok(match classifier.task() {
+        Task::SingleLabel => Evaluated {
+            report: Evaluation::SingleLabel(evaluate_file(classifier, opts)?),
+            points: Vec::new(),
+        },
+        Task::MultiLabel { .. } => Evaluated {
+            report: Evaluation::MultiLabel(evaluate_multi_label_file(classifier, opts)?),
+            points: Vec::new(),
+        },
+        Task::Regression => {
+            let (report, points) = evaluate_regression_file(classifier, opts)?;
+            Evaluated {
+                report: Evaluation::Regression(report),
+                points,
+            }
+        }
+    })
 }
 
 fn wrong_task(classifier: &Classifier, wanted: &str) -> anyhow::Error {

@@ -11,18 +11,15 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{TrainConfig, parse_override};
 use crate::data::{Columns, Format};
 use crate::device::{self, DeviceSpec};
-use crate::eval::{
-    EvalOptions, evaluate_file, evaluate_multi_label_file, evaluate_regression_file,
-};
+use crate::eval::{EvalOptions, evaluate};
 use crate::infer::{Batching, Classifier, LoadOptions};
 use crate::limits;
-use crate::metrics::Report;
 use crate::model::BertConfig;
 use crate::predict::{
     Answer, OnError, PredictOptions, TextPrediction, predict_file, predict_texts,
 };
 use crate::source;
-use crate::task::Task;
+use crate::task::Evaluation;
 pub use crate::terminal::{error_line, one_line, printable};
 use crate::tokenize::{Input, LengthStats, TextEncoder};
 use crate::train::Resume;
@@ -232,12 +229,20 @@ impl From<OnErrorArg> for OnError {
 }
 
 /// A report whose label names are [`printable`], for the table.
-fn printable_report(report: &Report) -> Report {
+/// The report with label names made printable: they come from other people's files.
+fn printable_evaluation(report: &Evaluation) -> Evaluation {
     let mut shown = report.clone();
-    for label in shown.labels.iter_mut() {
-        *label = printable(label).into_owned();
-    }
-    for class in shown.per_class.iter_mut() {
+    let classes = match &mut shown {
+        Evaluation::SingleLabel(r) => {
+            for label in r.labels.iter_mut() {
+                *label = printable(label).into_owned();
+            }
+            &mut r.per_class
+        }
+        Evaluation::MultiLabel(r) => &mut r.per_label,
+        Evaluation::Regression(_) => return shown,
+    };
+    for class in classes.iter_mut() {
         class.label = printable(&class.label).into_owned();
     }
     shown
@@ -497,46 +502,21 @@ fn eval(args: EvalArgs) -> Result<()> {
         seconds: started.elapsed().as_secs_f64(),
         peak_memory_mb: crate::train::peak_rss_mb(),
     };
-    // Each report is written after the results are printed: one that cannot be written
-    // loses nothing else.
-    if *classifier.task() == Task::Regression {
-        let (report, points) = evaluate_regression_file(&classifier, &opts)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            println!("{report}");
-        }
-        if let Some(path) = &args.report {
-            crate::report::write_eval_regression(path, &info(&classifier), &report, &points)?;
-            eprintln!("report written to {}", path.display());
-        }
-        return Ok(());
-    }
-    if matches!(classifier.task(), Task::MultiLabel { .. }) {
-        let report = evaluate_multi_label_file(&classifier, &opts)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            let mut shown = report.clone();
-            for label in shown.per_label.iter_mut() {
-                label.label = printable(&label.label).into_owned();
-            }
-            println!("{shown}");
-        }
-        if let Some(path) = &args.report {
-            crate::report::write_eval_multi_label(path, &info(&classifier), &report)?;
-            eprintln!("report written to {}", path.display());
-        }
-        return Ok(());
-    }
-    let report = evaluate_file(&classifier, &opts)?;
+    let evaluated = evaluate(&classifier, &opts)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&evaluated.report)?);
     } else {
-        println!("{}", printable_report(&report));
+        println!("{}", printable_evaluation(&evaluated.report));
     }
+    // The report is written after the results are printed: one that cannot be written loses
+    // nothing else.
     if let Some(path) = &args.report {
-        crate::report::write_eval(path, &info(&classifier), &report)?;
+        crate::report::write_evaluation(
+            path,
+            &info(&classifier),
+            &evaluated.report,
+            &evaluated.points,
+        )?;
         eprintln!("report written to {}", path.display());
     }
     Ok(())

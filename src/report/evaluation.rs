@@ -24,20 +24,31 @@ pub struct EvalInfo {
     pub peak_memory_mb: Option<f64>,
 }
 
-/// `bertcls eval --report FILE`: the evaluation charts of a single-label `report`.
-pub fn write_eval(path: &Path, info: &EvalInfo, report: &Report) -> Result<()> {
+/// `bertcls eval --report FILE`: the charts of an evaluation of any task (`points`: a
+/// regression's gold and predicted values).
+pub fn write_evaluation(
+    path: &Path,
+    info: &EvalInfo,
+    report: &Evaluation,
+    points: &[(f64, f64)],
+) -> Result<()> {
+    match report {
+        Evaluation::SingleLabel(r) => write_eval(path, info, r),
+        Evaluation::MultiLabel(r) => write_eval_multi_label(path, info, r),
+        Evaluation::Regression(r) => write_eval_regression(path, info, r, points),
+    }
+}
+
+/// The evaluation charts of a single-label `report`.
+fn write_eval(path: &Path, info: &EvalInfo, report: &Report) -> Result<()> {
     let (figures, tables) = evaluation_figures(report, "")?;
     let results = metrics_section("Results", report);
     write_page(path, info, report.examples, results, figures, tables)
 }
 
-/// `bertcls eval --report FILE` of a multi-label model: its metrics, and precision, recall
-/// and F1 per label with support, as bars and as a table.
-pub fn write_eval_multi_label(
-    path: &Path,
-    info: &EvalInfo,
-    report: &MultiLabelReport,
-) -> Result<()> {
+/// The page of a multi-label model: its metrics, and precision, recall and F1 per label with
+/// support, as bars and as a table.
+fn write_eval_multi_label(path: &Path, info: &EvalInfo, report: &MultiLabelReport) -> Result<()> {
     let results = multi_label_section("Results", report);
     let (figure, table) = per_label_figure(report, "")?;
     write_page(
@@ -115,9 +126,9 @@ pub(super) fn best_model_parts(
     })
 }
 
-/// `bertcls eval --report FILE` of a regression: its metrics, and the predictions against
-/// the gold values (`points`: gold, predicted).
-pub fn write_eval_regression(
+/// The page of a regression: its metrics, and the predictions against the gold values
+/// (`points`: gold, predicted).
+fn write_eval_regression(
     path: &Path,
     info: &EvalInfo,
     report: &RegressionReport,

@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::checkpoint::{self, TrainerState};
 use training::run_page;
 
-pub use evaluation::{EvalInfo, write_eval, write_eval_multi_label, write_eval_regression};
+pub use evaluation::{EvalInfo, write_evaluation};
 pub use history::LOG_CSV;
 
 /// The report's file name in an output or checkpoint folder.
