@@ -113,11 +113,15 @@ fn is_float(text: &str) -> bool {
     text.parse::<i64>().is_err() && text.parse::<f64>().is_ok()
 }
 
+fn has_lists(rows: &[Row]) -> bool {
+    rows.iter().any(|r| multi_label::is_list(cell(r)))
+}
+
 /// The task of a training file, as `run_classification.py` decides it, and why: JSON lists
 /// of labels (or a `label_delimiter` in the config) make it multi-label; numbers with a
 /// fraction make it a regression; anything else is single-label.
 pub fn detect(rows: &[Row], delimiter_given: bool) -> (ProblemType, &'static str) {
-    if rows.iter().any(|r| multi_label::is_list(cell(r))) {
+    if has_lists(rows) {
         return (
             ProblemType::MultiLabelClassification,
             "the label cells hold lists",
@@ -163,9 +167,10 @@ pub fn label_set(
             Ok(LabelSet::from_rows(rows))
         }
         ProblemType::MultiLabelClassification => {
+            let lists = has_lists(rows);
             let mut names = BTreeSet::new();
             for row in rows {
-                names.extend(multi_label_names(row, rows, column)?);
+                names.extend(multi_label_names(row, lists, column)?);
             }
             Ok(LabelSet::sorted(names))
         }
@@ -176,20 +181,20 @@ pub fn label_set(
 /// The names of a multi-label row. A file that lists labels as JSON lists must do so on
 /// every row, and a bare decimal number is no label name: both point at a wrong file or
 /// task.
+/// `lists`: whether any row of the file holds a JSON list.
 fn multi_label_names(
     row: &Row,
-    rows: &[Row],
+    lists: bool,
     column: &LabelColumn,
 ) -> Result<Vec<String>, DataError> {
     let text = cell(row);
-    let lists = || rows.iter().any(|r| multi_label::is_list(cell(r)));
     if is_float(text) {
         return Err(column.error(
             row,
             format!("holds the number `{text}`, not label names (the task is multi-label)"),
         ));
     }
-    if !text.trim().is_empty() && !multi_label::is_list(text) && lists() {
+    if !text.trim().is_empty() && !multi_label::is_list(text) && lists {
         return Err(column.error(
             row,
             format!("holds `{text}`, not a JSON list of labels as other rows do"),
@@ -213,27 +218,29 @@ pub fn targets(
             .map(|row| crate::data::label_id(column.file, row, labels))
             .collect::<Result<_, _>>()
             .map(Targets::Classes),
-        ProblemType::MultiLabelClassification => rows
-            .iter()
-            .map(|row| {
-                let names = multi_label_names(row, rows, column)?;
-                let mut flags = vec![false; labels.len()];
-                for name in names {
-                    let id = labels.id(&name).ok_or_else(|| {
-                        column.error(
-                            row,
-                            format!(
-                                "label `{name}` was not seen in training (known labels: {})",
-                                labels.names().join(", ")
-                            ),
-                        )
-                    })?;
-                    flags[id] = true;
-                }
-                Ok(flags)
-            })
-            .collect::<Result<_, _>>()
-            .map(Targets::LabelSets),
+        ProblemType::MultiLabelClassification => {
+            let lists = has_lists(rows);
+            rows.iter()
+                .map(|row| {
+                    let names = multi_label_names(row, lists, column)?;
+                    let mut flags = vec![false; labels.len()];
+                    for name in names {
+                        let id = labels.id(&name).ok_or_else(|| {
+                            column.error(
+                                row,
+                                format!(
+                                    "label `{name}` was not seen in training (known labels: {})",
+                                    labels.names().join(", ")
+                                ),
+                            )
+                        })?;
+                        flags[id] = true;
+                    }
+                    Ok(flags)
+                })
+                .collect::<Result<_, _>>()
+                .map(Targets::LabelSets)
+        }
         ProblemType::Regression => rows
             .iter()
             .map(|row| {
