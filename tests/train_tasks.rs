@@ -108,6 +108,26 @@ fn multi_label_trains_with_pos_weight_and_tuned_thresholds_that_eval_and_predict
         (evaluated["macro_f1"].as_f64().unwrap() - macro_f1).abs() < 1e-9,
         "{evaluated} vs {results}"
     );
+    // --threshold decides every label at one threshold instead: never better on the data the
+    // thresholds were tuned on, and only for multi-label models.
+    let at_half = eval_json(
+        &fx,
+        &run,
+        &data,
+        &["--label-column", "labels", "--threshold", "0.5"],
+    );
+    assert!(at_half["macro_f1"].as_f64().unwrap() <= macro_f1 + 1e-12);
+    let mut args = vec![
+        "eval",
+        "--model",
+        s(&run),
+        "--data",
+        s(&data),
+        "--label-column",
+    ];
+    args.extend(["labels", "--threshold", "1.5"]);
+    fails_with(fx.run(&args), &["--threshold 1.5: must be between 0 and 1"]);
+
     let predicted = fx.path("predicted.jsonl");
     ok(fx.run(&[
         "predict",
@@ -280,6 +300,27 @@ fn bad_task_input_is_one_line_naming_file_line_and_field() {
         ],
     );
 
+    let single = fx.train();
+    let dev = fx.path("dev.tsv");
+    let mut args = vec![
+        "eval",
+        "--model",
+        s(&single),
+        "--data",
+        s(&dev),
+        "--text-column",
+    ];
+    args.extend([
+        "content",
+        "--label-column",
+        "sentiment",
+        "--threshold",
+        "0.3",
+    ]);
+    fails_with(
+        fx.run(&args),
+        &["--threshold 0.3: applies to multi-label models only"],
+    );
     fails_with(
         fx.train_one_step("threshold = 1.5"),
         &["config.toml:", "threshold must be between 0 and 1"],

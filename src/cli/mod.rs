@@ -141,6 +141,10 @@ pub struct ModelArgs {
     /// the model was trained with).
     #[arg(long)]
     pub max_seq_length: Option<usize>,
+    /// Multi-label models: this threshold for every label instead of the saved ones
+    /// (`thresholds` in config.json, else 0.5).
+    #[arg(long)]
+    pub threshold: Option<f32>,
 }
 
 #[derive(Args, Debug)]
@@ -260,7 +264,12 @@ fn open_model(args: &ModelArgs) -> Result<Classifier> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let classifier = load_classifier(&args.model, &args.device, args.max_seq_length)?;
+    let mut classifier = load_classifier(&args.model, &args.device, args.max_seq_length)?;
+    if let Some(threshold) = args.threshold {
+        classifier
+            .set_threshold(threshold)
+            .map_err(|why| anyhow::anyhow!("--threshold {threshold}: {why}"))?;
+    }
     eprintln!("device: {}", device::describe(classifier.device()));
     limits::check_batch_tokens("--batch-size", args.batch_size, classifier.max_length())
         .map_err(anyhow::Error::msg)?;

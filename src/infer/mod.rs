@@ -134,6 +134,21 @@ impl Classifier {
         &self.task
     }
 
+    /// Makes a multi-label model decide every label at `threshold`.
+    pub fn set_threshold(&mut self, threshold: f32) -> Result<(), String> {
+        let Task::MultiLabel { thresholds } = &mut self.task else {
+            return Err(format!(
+                "applies to multi-label models only; this one is {}",
+                self.task.problem_type()
+            ));
+        };
+        if !(threshold > 0.0 && threshold < 1.0) {
+            return Err("must be between 0 and 1, exclusive".into());
+        }
+        thresholds.fill(threshold);
+        Ok(())
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

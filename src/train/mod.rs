@@ -402,8 +402,8 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
     let metrics = run.run()?;
     let mut eval = run.best_report();
     let mut thresholds = None;
+    // Tuned with the saved model: the best one, or the last when nothing was evaluated.
     if config.tune_thresholds
-        && eval.is_some()
         && let Some(validation) = &data.validation
     {
         let (tuned, values) = tune_thresholds(config, &model_config, &setup, validation, &device)?;
