@@ -41,20 +41,27 @@ pub fn cell_names(cell: &str, delimiter: &str) -> Result<Vec<String>, String> {
     Ok(names.into_iter().filter(|n| !n.is_empty()).collect())
 }
 
+/// `names` as one flag per label of `labels`; a name `labels` lacks is the error.
+pub fn flags(
+    names: impl IntoIterator<Item = String>,
+    labels: &LabelSet,
+) -> Result<Vec<bool>, String> {
+    let mut flags = vec![false; labels.len()];
+    for name in names {
+        flags[labels.id(&name).ok_or(name)?] = true;
+    }
+    Ok(flags)
+}
+
 /// The labels a cell names (see [`cell_names`]), as one flag per label of `labels`. A name
 /// the model does not know is an error naming it.
 pub fn parse_cell(cell: &str, delimiter: &str, labels: &LabelSet) -> Result<Vec<bool>, String> {
-    let mut flags = vec![false; labels.len()];
-    for name in cell_names(cell, delimiter)? {
-        let id = labels.id(&name).ok_or_else(|| {
-            format!(
-                "label `{name}` is not one of the model's labels ({})",
-                labels.names().join(", ")
-            )
-        })?;
-        flags[id] = true;
-    }
-    Ok(flags)
+    flags(cell_names(cell, delimiter)?, labels).map_err(|name| {
+        format!(
+            "label `{name}` is not one of the model's labels ({})",
+            labels.names().join(", ")
+        )
+    })
 }
 
 /// The mean binary cross-entropy of `logits` against `truth`, over rows and labels, as

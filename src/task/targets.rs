@@ -223,20 +223,15 @@ pub fn targets(
             rows.iter()
                 .map(|row| {
                     let names = multi_label_names(row, lists, column)?;
-                    let mut flags = vec![false; labels.len()];
-                    for name in names {
-                        let id = labels.id(&name).ok_or_else(|| {
-                            column.error(
-                                row,
-                                format!(
-                                    "label `{name}` was not seen in training (known labels: {})",
-                                    labels.names().join(", ")
-                                ),
-                            )
-                        })?;
-                        flags[id] = true;
-                    }
-                    Ok(flags)
+                    multi_label::flags(names, labels).map_err(|name| {
+                        column.error(
+                            row,
+                            format!(
+                                "label `{name}` was not seen in training (known labels: {})",
+                                labels.names().join(", ")
+                            ),
+                        )
+                    })
                 })
                 .collect::<Result<_, _>>()
                 .map(Targets::LabelSets)

@@ -34,7 +34,6 @@ pub(super) struct ResolvedWeights {
 /// The task of a run with everything the config adds to it: the loss (with class weights
 /// and label smoothing) and the metric that picks the best model.
 pub struct TaskSetup {
-    pub problem: ProblemType,
     pub task: Task,
     pub labels: LabelSet,
     pub loss: Loss,
@@ -89,7 +88,6 @@ impl TaskSetup {
             ProblemType::Regression => Loss::MeanSquaredError,
         };
         Ok(Self {
-            problem,
             task,
             labels,
             loss,
