@@ -340,7 +340,17 @@ if __name__ == "__main__":
     import argparse  # here, not above: tests/parity.rs cites lines of this file by number
 
     parser = argparse.ArgumentParser(description="Writes the parity fixtures under tests/fixtures/.")
-    parser.add_argument("--only", choices=["tasks"], help="write only tasks.safetensors and tasks.json")
-    if parser.parse_args().only is None:
+    parser.add_argument(
+        "--only",
+        choices=["tasks", "architectures"],
+        help="write only tasks.safetensors and tasks.json, or only tests/fixtures/arch/ (arch_fixtures.py)",
+    )
+    only = parser.parse_args().only
+    if only is None:
         main()
-    write_tasks()
+    if only in (None, "tasks"):
+        write_tasks()
+    if only in (None, "architectures"):
+        from arch_fixtures import write_architectures
+
+        write_architectures()
