@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Result;
 use bertcls::config::TrainConfig;
 use bertcls::model::weights::{self, HeadInit};
-use bertcls::model::{BertConfig, ForwardMode, cross_entropy};
+use bertcls::model::{ForwardMode, ModelConfig, cross_entropy};
 use bertcls::optim::{AdamW, AdamWConfig, Gradients};
 use bertcls::tokenize::{Batch, Encoded};
 use bertcls::train::Trainable;
@@ -40,7 +40,7 @@ fn main() -> Result<()> {
         |i: usize, default: usize| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(default);
     let (batch_size, seq, steps) = (num(1, 32), num(2, 64), num(3, 5));
     let device = Device::Cpu;
-    let config = BertConfig::load(&dir)?;
+    let config = ModelConfig::load(&dir)?;
     let loaded = weights::load(&dir, &config, 2, HeadInit::InitMissing(0), &device)?;
     let trainable = Trainable::new(&config, 2, &loaded.tensors)?;
     let encoded: Vec<Encoded> = (0..batch_size)
@@ -63,8 +63,8 @@ fn main() -> Result<()> {
     let params = trainable
         .vars
         .iter()
-        .zip(&trainable.names)
-        .map(|(v, n)| (v.clone(), weights::decays(n)))
+        .zip(&trainable.decays)
+        .map(|(v, d)| (v.clone(), *d))
         .collect();
     let mut optimizer = AdamW::new(
         params,

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use bertcls::model::weights::{self, HeadInit};
-use bertcls::model::{BertClassifier, BertConfig, ForwardMode};
+use bertcls::model::{ForwardMode, ModelConfig, SequenceClassifier};
 use bertcls::tokenize::{Batch, Input, TextEncoder};
 use candle_core::Device;
 
@@ -22,10 +22,10 @@ fn main() -> Result<()> {
         .filter(|l| !l.is_empty())
         .map(Input::from)
         .collect();
-    let config = BertConfig::load(&dir)?;
+    let config = ModelConfig::load(&dir)?;
     // A base model has no head: give it one (unused here) so the classifier can be built.
     let loaded = weights::load(&dir, &config, 2, HeadInit::InitMissing(0), &Device::Cpu)?;
-    let model = BertClassifier::from_tensors(&config, 2, &loaded.tensors)?;
+    let model = SequenceClassifier::from_tensors(&config, 2, &loaded.tensors)?;
     let tokenizer = TextEncoder::load(&dir, config.max_position_embeddings)?;
     let encoded = tokenizer.encode(&lines)?;
     let items: Vec<_> = encoded.iter().collect();

@@ -9,8 +9,9 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 
 use crate::data::LabelSet;
-use crate::model::BertConfig;
-use crate::model::weights::{self, parameter_shapes};
+use crate::model::params::{Kind, Request, Source};
+use crate::model::weights;
+use crate::model::{ModelConfig, SequenceClassifier};
 use crate::rng::Rng;
 
 /// A WordPiece vocabulary of a few English words and the Chinese characters of the smoke
@@ -58,8 +59,8 @@ impl Default for TinyModel {
 }
 
 impl TinyModel {
-    pub fn config(&self) -> BertConfig {
-        let mut config: BertConfig = serde_json::from_value(serde_json::json!({
+    pub fn config(&self) -> ModelConfig {
+        let mut config: ModelConfig = serde_json::from_value(serde_json::json!({
             "model_type": "bert",
             "architectures": ["BertModel"],
             "vocab_size": TINY_VOCAB.len(),
@@ -70,6 +71,12 @@ impl TinyModel {
             "max_position_embeddings": self.max_position_embeddings,
             "hidden_dropout_prob": self.dropout,
             "attention_probs_dropout_prob": self.dropout,
+            "hidden_act": "gelu",
+            "type_vocab_size": 2,
+            "initializer_range": 0.02,
+            "layer_norm_eps": 1e-12,
+            "pad_token_id": 0,
+            "position_embedding_type": "absolute",
         }))
         .expect("a literal config deserializes");
         if let Some(labels) = &self.labels {
@@ -78,25 +85,14 @@ impl TinyModel {
         config
     }
 
-    /// Random parameters under transformers' names: weights ~ N(0, 0.2), LayerNorm weights
+    /// Random parameters under transformers' names: weights ~ N(0, 0.2), layer norm weights
     /// near 1, biases ~ N(0, 0.1). Larger than a real initialisation so that signals and
     /// gradients stay well above rounding noise in a network this small.
     pub fn parameters(&self) -> Result<HashMap<String, Tensor>> {
-        let config = self.config();
         let num_labels = self.labels.as_ref().map_or(2, LabelSet::len);
-        let mut rng = Rng::new(self.seed);
-        let mut out = HashMap::new();
-        for (name, shape) in parameter_shapes(&config, num_labels) {
-            let n: usize = shape.iter().product();
-            let is_norm_weight = name.contains("LayerNorm") && name.ends_with(".weight");
-            let scale = if name.ends_with(".bias") { 0.1 } else { 0.2 };
-            let mut data: Vec<f32> = (0..n).map(|_| (rng.normal() * scale) as f32).collect();
-            if is_norm_weight {
-                data.iter_mut().for_each(|v| *v = 1.0 + *v * 0.5);
-            }
-            out.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
-        }
-        Ok(out)
+        let mut source = RandomParameters(Rng::new(self.seed));
+        let model = SequenceClassifier::build(&self.config(), num_labels, &mut source)?;
+        Ok(model.named_tensors().into_iter().collect())
     }
 
     /// Writes the model folder.
@@ -125,5 +121,20 @@ impl TinyModel {
                 .replace("LayerNorm.bias", "LayerNorm.beta");
         }
         name
+    }
+}
+
+/// The random parameters of [`TinyModel::parameters`].
+struct RandomParameters(Rng);
+
+impl Source for RandomParameters {
+    fn tensor(&mut self, r: &Request) -> Result<Tensor> {
+        let n: usize = r.shape.iter().product();
+        let scale = if r.name.ends_with(".bias") { 0.1 } else { 0.2 };
+        let mut data: Vec<f32> = (0..n).map(|_| (self.0.normal() * scale) as f32).collect();
+        if r.kind == Kind::Norm && r.name.ends_with(".weight") {
+            data.iter_mut().for_each(|v| *v = 1.0 + *v * 0.5);
+        }
+        Ok(Tensor::from_vec(data, r.shape, &Device::Cpu)?)
     }
 }

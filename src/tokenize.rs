@@ -139,8 +139,8 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
 impl TextEncoder {
     /// `origin` names the tokenizer in errors (its file, usually).
     pub fn new(tokenizer: Tokenizer, max_length: usize, origin: &str) -> Result<Self> {
-        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
-        let unk_id = tokenizer.token_to_id("[UNK]");
+        let pad_id = first_known(&tokenizer, &["[PAD]", "<pad>"]).unwrap_or(0);
+        let unk_id = first_known(&tokenizer, &["[UNK]", "<unk>"]);
         let mut truncating = tokenizer.clone();
         truncating
             .with_truncation(Some(TruncationParams {
@@ -167,11 +167,18 @@ impl TextEncoder {
         } else {
             dir.join("vocab.txt")
         };
-        Self::new(
+        let mut encoder = Self::new(
             load_tokenizer(dir)?,
             max_length,
             &origin.display().to_string(),
-        )
+        )?;
+        if let Some(id) = named_special_token(dir, &encoder.tokenizer, "pad_token") {
+            encoder.pad_id = id;
+        }
+        if let Some(id) = named_special_token(dir, &encoder.tokenizer, "unk_token") {
+            encoder.unk_id = Some(id);
+        }
+        Ok(encoder)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -239,6 +246,29 @@ impl TextEncoder {
         let json = self.tokenizer.to_string(true).map_err(tokenizer_error)?;
         crate::atomic::write(dir.join("tokenizer.json"), json.as_bytes())
     }
+}
+
+/// The id of the first of `spellings` the tokenizer knows.
+fn first_known(tokenizer: &Tokenizer, spellings: &[&str]) -> Option<u32> {
+    spellings.iter().find_map(|t| tokenizer.token_to_id(t))
+}
+
+/// The id of the special token `key` (`pad_token`, `unk_token`) as the folder's
+/// tokenizer_config.json or special_tokens_map.json names it (a string, or an added-token
+/// object with its `content`), when the tokenizer knows it.
+fn named_special_token(dir: &Path, tokenizer: &Tokenizer, key: &str) -> Option<u32> {
+    ["tokenizer_config.json", "special_tokens_map.json"]
+        .iter()
+        .filter_map(|file| {
+            let bytes = std::fs::read(dir.join(file)).ok()?;
+            let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+            let token = match &json[key] {
+                serde_json::Value::String(t) => t.clone(),
+                other => other["content"].as_str()?.to_string(),
+            };
+            tokenizer.token_to_id(&token)
+        })
+        .next()
 }
 
 fn encode_input<'a>(input: &Input<'a>) -> tokenizers::EncodeInput<'a> {

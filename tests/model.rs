@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bertcls::data::LabelSet;
 use bertcls::infer::{Batching, Classifier, LoadOptions, batched_logits};
 use bertcls::model::weights::{self, HeadInit};
-use bertcls::model::{BertClassifier, ForwardMode, cross_entropy};
+use bertcls::model::{ForwardMode, SequenceClassifier, cross_entropy};
 use bertcls::testing::TinyModel;
 use bertcls::tokenize::{Batch, Input, TextEncoder};
 use bertcls::train::Trainable;
@@ -60,7 +60,7 @@ fn labels() -> LabelSet {
 
 /// A tiny model with a head, its tokenizer, and a batch of a pair and two single sentences
 /// of different lengths.
-fn setup(tiny: &TinyModel) -> (BertClassifier, Batch, Tensor, HashMap<String, Tensor>) {
+fn setup(tiny: &TinyModel) -> (SequenceClassifier, Batch, Tensor, HashMap<String, Tensor>) {
     let dir = common::temp_dir("model");
     tiny.write(&dir).unwrap();
     let tokenizer = TextEncoder::load(&dir, 32).unwrap();
@@ -75,7 +75,7 @@ fn setup(tiny: &TinyModel) -> (BertClassifier, Batch, Tensor, HashMap<String, Te
     let batch = Batch::collate(&items, 0, None, &Device::Cpu).unwrap();
     let targets = Tensor::new(&[2u32, 0, 1], &Device::Cpu).unwrap();
     let params = tiny.parameters().unwrap();
-    let model = BertClassifier::from_tensors(&tiny.config(), 3, &params).unwrap();
+    let model = SequenceClassifier::from_tensors(&tiny.config(), 3, &params).unwrap();
     (model, batch, targets, params)
 }
 
@@ -240,7 +240,7 @@ fn length_sorted_prediction_keeps_input_order_and_values() {
     let inputs: Vec<Input> = texts.iter().map(|&t| Input::from(t)).collect();
     let encoded = tokenizer.encode(&inputs).unwrap();
     let params = t.parameters().unwrap();
-    let model = BertClassifier::from_tensors(&t.config(), 3, &params).unwrap();
+    let model = SequenceClassifier::from_tensors(&t.config(), 3, &params).unwrap();
     let sorted = batched_logits(
         &model,
         tokenizer.pad_id(),
@@ -390,7 +390,7 @@ fn base_model_gets_a_seeded_head_and_saved_model_round_trips() {
         "{err}"
     );
 
-    let model = BertClassifier::from_tensors(&config, 3, &a.tensors).unwrap();
+    let model = SequenceClassifier::from_tensors(&config, 3, &a.tensors).unwrap();
     let out = common::temp_dir("saved");
     model.save(&out, &labels()).unwrap();
     std::fs::copy(dir.join("vocab.txt"), out.join("vocab.txt")).unwrap();
@@ -443,7 +443,7 @@ fn gradients_match_finite_differences() {
     };
     let (_, batch, targets, params) = setup(&t);
     let loss_with = |params: &HashMap<String, Tensor>| -> f64 {
-        let model = BertClassifier::from_tensors(&t.config(), 3, params).unwrap();
+        let model = SequenceClassifier::from_tensors(&t.config(), 3, params).unwrap();
         let logits = model.logits(&batch).unwrap().to_dtype(DType::F64).unwrap();
         cross_entropy(&logits, &targets)
             .unwrap()

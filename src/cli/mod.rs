@@ -14,7 +14,7 @@ use crate::device::{self, DeviceSpec};
 use crate::eval::{EvalOptions, evaluate};
 use crate::infer::{Batching, Classifier, LoadOptions};
 use crate::limits;
-use crate::model::BertConfig;
+use crate::model::ModelConfig;
 use crate::predict::{
     Answer, OnError, PredictOptions, TextPrediction, predict_file, predict_texts,
 };
@@ -296,7 +296,7 @@ fn load_classifier(model: &str, device: &str, max_seq_length: Option<usize>) -> 
 /// from the model's config.json where the folder has one (a folder may hold a tokenizer only).
 fn check_seq_length(model_dir: &Path, length: usize) -> Result<()> {
     let positions = if model_dir.join("config.json").is_file() {
-        Some(BertConfig::load(model_dir)?.max_position_embeddings)
+        Some(ModelConfig::load(model_dir)?.max_tokens())
     } else {
         None
     };

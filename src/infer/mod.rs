@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 
 use crate::data::LabelSet;
 use crate::limits;
-use crate::model::{BertClassifier, BertConfig, TRAINING_ARGS, weights};
+use crate::model::{ModelConfig, SequenceClassifier, TRAINING_ARGS, weights};
 use crate::task::{Prediction, Task};
 use crate::tokenize::{Batch, Encoded, Input, TextEncoder};
 
@@ -51,7 +51,7 @@ impl Batching {
 /// A fine-tuned classifier ready to score inputs.
 pub struct Classifier {
     dir: PathBuf,
-    model: BertClassifier,
+    model: SequenceClassifier,
     tokenizer: TextEncoder,
     labels: LabelSet,
     task: Task,
@@ -65,20 +65,16 @@ impl Classifier {
         if !dir.is_dir() {
             bail!("{}: no such model folder", dir.display());
         }
-        let config = BertConfig::load(dir)?;
+        let config = ModelConfig::load(dir)?;
         if let Some(length) = options.max_seq_length {
-            limits::check_seq_length(
-                "max_seq_length",
-                length,
-                Some(config.max_position_embeddings),
-            )
-            .map_err(anyhow::Error::msg)?;
+            limits::check_seq_length("max_seq_length", length, Some(config.max_tokens()))
+                .map_err(anyhow::Error::msg)?;
         }
         let labels = match config.labels() {
             Some(labels) => labels,
             // transformers leaves its default names (LABEL_0, LABEL_1, ...) out of
             // config.json: the classifier's shape tells how many there are.
-            None => match weights::classifier_size(dir)? {
+            None => match weights::classifier_size(dir, &config)? {
                 Some(n) => LabelSet::from_names((0..n).map(|i| format!("LABEL_{i}")).collect()),
                 None => bail!(
                     "{}: config.json has no id2label and the weights no classifier: this is not a \
@@ -94,7 +90,7 @@ impl Classifier {
             .max_seq_length
             .or_else(|| trained_length(dir))
             .unwrap_or(512)
-            .min(config.max_position_embeddings);
+            .min(config.max_tokens());
         let tokenizer = TextEncoder::load(dir, max_len)?;
         let loaded = weights::load(
             dir,
@@ -103,7 +99,7 @@ impl Classifier {
             weights::HeadInit::Require,
             &options.device,
         )?;
-        let model = BertClassifier::from_tensors(&config, labels.len(), &loaded.tensors)?;
+        let model = SequenceClassifier::from_tensors(&config, labels.len(), &loaded.tensors)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             model,
@@ -118,7 +114,7 @@ impl Classifier {
         &self.dir
     }
 
-    pub fn model(&self) -> &BertClassifier {
+    pub fn model(&self) -> &SequenceClassifier {
         &self.model
     }
 
@@ -226,9 +222,9 @@ fn trained_length(dir: &Path) -> Option<usize> {
 /// Logits of `model` for each encoded input, in input order. Inputs go through longest
 /// first, in forward passes of similar lengths (see [`plan_passes`]), so that little of the
 /// work is padding. `model` should be detached from any gradient graph (see
-/// [`BertClassifier::detached`]).
+/// [`SequenceClassifier::detached`]).
 pub fn batched_logits(
-    model: &BertClassifier,
+    model: &SequenceClassifier,
     pad_id: u32,
     encoded: &[Encoded],
     batching: Batching,
@@ -258,7 +254,7 @@ pub fn batched_logits(
 }
 
 fn forward_pass(
-    model: &BertClassifier,
+    model: &SequenceClassifier,
     pad_id: u32,
     items: &[&Encoded],
     device: &Device,

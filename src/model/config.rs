@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+use super::architecture::{self, Architecture};
 
 use crate::data::LabelSet;
 use crate::task::Task;
@@ -46,6 +48,7 @@ const MAX_LABELS: usize = 1 << 20;
 /// The activation between the two feed-forward layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
+    Tanh,
     /// Exact GELU with erf (`"gelu"`).
     Gelu,
     /// The tanh approximation (`"gelu_new"`, `"gelu_pytorch_tanh"`).
@@ -53,43 +56,106 @@ pub enum Activation {
     Relu,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct BertConfig {
+/// The settings every architecture shares, under BERT's config.json keys (an architecture
+/// that spells them otherwise maps its keys onto these; see
+/// [`Architecture::config_aliases`](super::architecture::Architecture::config_aliases)).
+#[derive(Debug, Clone, Deserialize)]
+struct Common {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    #[serde(default = "default_dropout")]
+    hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    attention_probs_dropout_prob: f64,
+    #[serde(default = "default_positions")]
+    max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    type_vocab_size: usize,
+    #[serde(default = "default_init_range")]
+    initializer_range: f64,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default)]
+    pad_token_id: Option<u32>,
+    #[serde(default = "default_position_type")]
+    position_embedding_type: String,
+    #[serde(default)]
+    classifier_dropout: Option<f64>,
+    #[serde(default)]
+    embedding_size: Option<usize>,
+    #[serde(default)]
+    id2label: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    label2id: Option<BTreeMap<String, i64>>,
+}
+
+/// `config.json` of a model folder: the architecture its `model_type` names, the settings
+/// every architecture shares (under BERT's names), and the file itself, which is written back
+/// with only the keys bertcls sets changed, in the architecture's own spelling.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub model_type: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
-    #[serde(default = "default_act")]
     pub hidden_act: String,
-    #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
-    #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
-    #[serde(default = "default_positions")]
     pub max_position_embeddings: usize,
-    #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
-    #[serde(default = "default_init_range")]
     pub initializer_range: f64,
-    #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
-    #[serde(default)]
     pub pad_token_id: u32,
-    #[serde(default = "default_position_type")]
     pub position_embedding_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classifier_dropout: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// ELECTRA's embedding width; the hidden size elsewhere.
+    pub embedding_size: usize,
     pub id2label: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label2id: Option<BTreeMap<String, i64>>,
-    /// Every other key, kept so a saved config loses nothing.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, Value>,
+    /// The file as read, every key kept.
+    raw: Map<String, Value>,
 }
 
-impl BertConfig {
+impl PartialEq for ModelConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Serialize for ModelConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Map::deserialize(deserializer)?;
+        Self::from_map(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Activation {
+    /// The activation config.json's `field` names as `name`.
+    pub fn named(field: &str, name: &str) -> Result<Self> {
+        match name {
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            "tanh" => Ok(Activation::Tanh),
+            other => bail!("{field} `{other}` is not supported (gelu, gelu_new, relu, tanh)"),
+        }
+    }
+}
+
+impl ModelConfig {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let bytes = std::fs::read(&path).with_context(|| {
@@ -98,20 +164,117 @@ impl BertConfig {
                 dir.display()
             )
         })?;
-        let config: Self = serde_json::from_slice(&bytes)
+        let raw: Map<String, Value> = serde_json::from_slice(&bytes)
             .map_err(|e| anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
+        let config = Self::from_map(raw).with_context(|| path.display().to_string())?;
         config
             .validate()
             .with_context(|| path.display().to_string())?;
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<()> {
-        if let Some(Value::String(t)) = self.extra.get("model_type")
-            && t != "bert"
-        {
-            bail!("model_type is `{t}`: bertcls runs BERT models only");
+    /// Reads the shared settings of a parsed config.json; `model_type` defaults to `bert`, as
+    /// for configs older than the key.
+    fn from_map(raw: Map<String, Value>) -> Result<Self> {
+        let model_type = match raw.get("model_type") {
+            None => "bert".to_string(),
+            Some(Value::String(t)) => t.clone(),
+            Some(other) => bail!("model_type is {other}: expected a string"),
+        };
+        let arch = architecture::find(&model_type)?;
+        let mut common = raw.clone();
+        for (theirs, ours) in arch.config_aliases() {
+            match raw.get(*theirs) {
+                Some(value) => common.insert((*ours).to_string(), value.clone()),
+                None => common.remove(*ours),
+            };
         }
+        for (key, value) in arch.config_defaults() {
+            common.entry(key).or_insert(value);
+        }
+        let c: Common = serde_json::from_value(Value::Object(common)).map_err(|e| {
+            let message = e.to_string();
+            // Name the architecture's own key where serde names BERT's.
+            let message = arch
+                .config_aliases()
+                .iter()
+                .fold(message, |m, (theirs, ours)| {
+                    m.replace(&format!("`{ours}`"), &format!("`{theirs}`"))
+                });
+            anyhow::anyhow!("{message}")
+        })?;
+        Ok(Self {
+            model_type,
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            num_hidden_layers: c.num_hidden_layers,
+            num_attention_heads: c.num_attention_heads,
+            intermediate_size: c.intermediate_size,
+            hidden_act: c.hidden_act,
+            hidden_dropout_prob: c.hidden_dropout_prob,
+            attention_probs_dropout_prob: c.attention_probs_dropout_prob,
+            max_position_embeddings: c.max_position_embeddings,
+            type_vocab_size: c.type_vocab_size,
+            initializer_range: c.initializer_range,
+            layer_norm_eps: c.layer_norm_eps,
+            pad_token_id: c.pad_token_id.unwrap_or(0),
+            position_embedding_type: c.position_embedding_type,
+            classifier_dropout: c.classifier_dropout,
+            embedding_size: c.embedding_size.unwrap_or(c.hidden_size),
+            id2label: c.id2label,
+            label2id: c.label2id,
+            raw,
+        })
+    }
+
+    /// The architecture `model_type` names.
+    pub fn architecture(&self) -> &'static dyn Architecture {
+        architecture::find(&self.model_type).expect("model_type was checked when read")
+    }
+
+    /// A key of the file as written.
+    pub fn raw(&self, key: &str) -> Option<&Value> {
+        self.raw.get(key)
+    }
+
+    /// The most tokens one input may have (RoBERTa's positions start after the padding id).
+    pub fn max_tokens(&self) -> usize {
+        self.architecture().max_tokens(self)
+    }
+
+    /// Sets a shared setting both here and in the file, under the architecture's own key.
+    fn set_raw(&mut self, key: &str, value: Value) {
+        let key = self
+            .architecture()
+            .config_aliases()
+            .iter()
+            .find(|(_, ours)| *ours == key)
+            .map_or(key, |(theirs, _)| theirs);
+        self.raw.insert(key.to_string(), value);
+    }
+
+    /// Overrides the dropout probabilities (a training config's settings).
+    pub fn set_dropout(
+        &mut self,
+        hidden: Option<f64>,
+        attention: Option<f64>,
+        classifier: Option<f64>,
+    ) {
+        if let Some(p) = hidden {
+            self.hidden_dropout_prob = p;
+            self.set_raw("hidden_dropout_prob", Value::from(p));
+        }
+        if let Some(p) = attention {
+            self.attention_probs_dropout_prob = p;
+            self.set_raw("attention_probs_dropout_prob", Value::from(p));
+        }
+        if let Some(p) = classifier {
+            self.classifier_dropout = Some(p);
+            self.set_raw("classifier_dropout", Value::from(p));
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
         for (field, value, max) in [
             ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
             ("hidden_size", self.hidden_size, MAX_HIDDEN_SIZE),
@@ -131,11 +294,17 @@ impl BertConfig {
                 self.max_position_embeddings,
                 MAX_POSITIONS,
             ),
-            ("type_vocab_size", self.type_vocab_size, MAX_TYPE_VOCAB_SIZE),
         ] {
             if value == 0 || value > max {
                 bail!("{field} is {value}: it must be between 1 and {max}");
             }
+        }
+        // 0 is DeBERTa's default (no token type embeddings); the others need one.
+        if self.type_vocab_size > MAX_TYPE_VOCAB_SIZE {
+            bail!(
+                "type_vocab_size is {}: it must be at most {MAX_TYPE_VOCAB_SIZE}",
+                self.type_vocab_size
+            );
         }
         let labels = self.id2label.as_ref().map_or(0, BTreeMap::len);
         if labels > MAX_LABELS {
@@ -179,16 +348,11 @@ impl BertConfig {
             );
         }
         self.activation()?;
-        Ok(())
+        self.architecture().validate(self)
     }
 
     pub fn activation(&self) -> Result<Activation> {
-        match self.hidden_act.as_str() {
-            "gelu" => Ok(Activation::Gelu),
-            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
-            "relu" => Ok(Activation::Relu),
-            other => bail!("hidden_act `{other}` is not supported (gelu, gelu_new, relu)"),
-        }
+        Activation::named("hidden_act", &self.hidden_act)
     }
 
     pub fn head_dim(&self) -> usize {
@@ -202,7 +366,7 @@ impl BertConfig {
 
     /// transformers' `problem_type`, when config.json names one.
     pub fn problem_type(&self) -> Option<&str> {
-        self.extra.get("problem_type").and_then(Value::as_str)
+        self.raw.get("problem_type").and_then(Value::as_str)
     }
 
     /// The labels a fine-tuned model was trained on, in id order.
@@ -220,50 +384,51 @@ impl BertConfig {
 
     /// The multi-label thresholds bertcls saved (`thresholds`, one per label), unchecked.
     pub fn thresholds(&self) -> Option<&Value> {
-        self.extra.get("thresholds")
+        self.raw.get("thresholds")
     }
 
-    /// Records the labels, the task and the classification architecture, as
-    /// `save_pretrained` of a `BertForSequenceClassification` writes them, and a multi-label
+    /// Records the labels, the task and the classification class, as `save_pretrained` of
+    /// the architecture's `...ForSequenceClassification` writes them, and a multi-label
     /// model's thresholds (transformers keeps the key and ignores it).
     pub fn set_labels(&mut self, labels: &LabelSet, task: &Task) {
-        self.id2label = Some(
-            labels
-                .names()
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (i.to_string(), n.clone()))
-                .collect(),
-        );
-        self.label2id = Some(
-            labels
-                .names()
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.clone(), i as i64))
-                .collect(),
-        );
-        self.extra.insert(
-            "architectures".into(),
-            Value::Array(vec![Value::String("BertForSequenceClassification".into())]),
-        );
-        self.extra
-            .insert("model_type".into(), Value::String("bert".into()));
-        self.extra
-            .insert("num_labels".into(), Value::from(labels.len()));
-        self.extra.insert(
+        let id2label: BTreeMap<String, String> = labels
+            .names()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i.to_string(), n.clone()))
+            .collect();
+        let label2id: BTreeMap<String, i64> = labels
+            .names()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as i64))
+            .collect();
+        let class = self
+            .architecture()
+            .model_types()
+            .iter()
+            .find(|(t, _)| *t == self.model_type)
+            .map_or("BertForSequenceClassification", |(_, class)| class);
+        let raw = &mut self.raw;
+        raw.insert("id2label".into(), serde_json::json!(id2label));
+        raw.insert("label2id".into(), serde_json::json!(label2id));
+        raw.insert("architectures".into(), serde_json::json!([class]));
+        raw.insert("model_type".into(), Value::String(self.model_type.clone()));
+        raw.insert("num_labels".into(), Value::from(labels.len()));
+        raw.insert(
             "problem_type".into(),
             Value::String(task.problem_type().into()),
         );
         match task {
             Task::MultiLabel { thresholds } => {
-                self.extra
-                    .insert("thresholds".into(), Value::from(thresholds.clone()));
+                raw.insert("thresholds".into(), Value::from(thresholds.clone()));
             }
             _ => {
-                self.extra.remove("thresholds");
+                raw.remove("thresholds");
             }
         }
+        self.id2label = Some(id2label);
+        self.label2id = Some(label2id);
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -280,7 +445,7 @@ mod tests {
         let json = r#"{"architectures":["BertModel"],"hidden_size":384,"num_hidden_layers":6,
             "num_attention_heads":12,"intermediate_size":1536,"vocab_size":30522,
             "model_type":"bert","gradient_checkpointing":false}"#;
-        let mut c: BertConfig = serde_json::from_str(json).unwrap();
+        let mut c: ModelConfig = serde_json::from_str(json).unwrap();
         c.validate().unwrap();
         assert_eq!(c.head_dim(), 32);
         assert_eq!(c.layer_norm_eps, 1e-12);
@@ -295,7 +460,7 @@ mod tests {
         assert_eq!(out["label2id"]["neg"], 0);
         assert_eq!(out["num_labels"], 2);
         assert_eq!(out["architectures"][0], "BertForSequenceClassification");
-        let back: BertConfig = serde_json::from_value(out).unwrap();
+        let back: ModelConfig = serde_json::from_value(out).unwrap();
         assert_eq!(back.labels().unwrap().names(), &["neg", "pos"]);
     }
 
@@ -303,12 +468,17 @@ mod tests {
     fn rejects_unsupported_models() {
         let base = r#""hidden_size":32,"num_hidden_layers":1,"num_attention_heads":4,"intermediate_size":8,"vocab_size":10"#;
         let parse = |extra: &str| {
-            serde_json::from_str::<BertConfig>(&format!("{{{base}{extra}}}"))
-                .unwrap()
-                .validate()
+            serde_json::from_str::<ModelConfig>(&format!("{{{base}{extra}}}"))
+                .map_err(anyhow::Error::from)
+                .and_then(|c| c.validate())
         };
         assert!(parse("").is_ok());
-        assert!(parse(r#","model_type":"roberta""#).is_err());
+        assert!(parse(r#","model_type":"roberta""#).is_ok());
+        let gpt2 = parse(r#","model_type":"gpt2""#).unwrap_err().to_string();
+        assert!(
+            gpt2.contains("`gpt2` is not supported (supported: bert, roberta"),
+            "{gpt2}"
+        );
         assert!(parse(r#","hidden_act":"swish""#).is_err());
         assert!(parse(r#","position_embedding_type":"relative_key""#).is_err());
     }

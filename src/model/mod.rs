@@ -1,10 +1,18 @@
-//! `BertForSequenceClassification`: the encoder, the pooler, dropout and a linear classifier,
-//! with transformers' parameter names so that weights load both ways.
+//! Sequence classification models of the BERT family: the architecture seam
+//! ([`architecture`]), the parameter registry ([`params`]), shared layers and fused ops, one
+//! file per architecture, and checkpoints ([`weights`]).
 
+pub mod architecture;
+pub mod bert;
 pub mod config;
-pub mod encoder;
+pub mod deberta;
+pub mod distilbert;
+pub mod electra;
+pub mod layers;
 pub mod ops;
+pub mod params;
 pub mod pickle;
+pub mod roberta;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -13,59 +21,51 @@ use std::path::Path;
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
-pub use config::BertConfig;
-pub use encoder::ForwardMode;
-use encoder::{BertEncoder, Linear, Pooler};
-use weights::Weights;
+use architecture::Network;
+pub use architecture::Outputs;
+pub use config::ModelConfig;
+pub use layers::ForwardMode;
+use params::{Param, Registry, Source, Tensors};
 
 use crate::data::LabelSet;
 use crate::tokenize::Batch;
 
-/// What one forward pass computes.
-pub struct Outputs {
-    /// (batch, seq, hidden)
-    pub hidden: Tensor,
-    /// (batch, hidden): the pooler's output
-    pub pooled: Tensor,
-    /// (batch, labels)
-    pub logits: Tensor,
-}
-
-pub struct BertClassifier {
-    config: BertConfig,
-    encoder: BertEncoder,
-    pooler: Pooler,
-    classifier: Linear,
+/// A `...ForSequenceClassification` model of any supported architecture.
+pub struct SequenceClassifier {
+    config: ModelConfig,
+    network: Box<dyn Network>,
     num_labels: usize,
-    /// Every parameter in transformers' order, sharing storage with the layers above.
-    params: Vec<(String, Tensor)>,
+    /// Every parameter in the order the network asked for them (transformers' order),
+    /// sharing storage with the network.
+    params: Vec<Param>,
 }
 
-impl BertClassifier {
-    /// Builds the model from a complete set of named parameters (see
-    /// [`weights::parameter_shapes`]). The tensors are used as they are: pass `Var`s' tensors
-    /// to train, plain tensors for inference.
-    pub fn from_tensors(
-        config: &BertConfig,
-        num_labels: usize,
-        tensors: &HashMap<String, Tensor>,
-    ) -> Result<Self> {
-        let w = Weights::new(tensors.clone());
-        let params = weights::parameter_shapes(config, num_labels)
-            .into_iter()
-            .map(|(name, _)| Ok((name.clone(), w.get(&name)?)))
-            .collect::<Result<Vec<_>>>()?;
+impl SequenceClassifier {
+    /// Builds the model for `config`'s architecture, taking every parameter from `source`.
+    pub fn build(config: &ModelConfig, num_labels: usize, source: &mut dyn Source) -> Result<Self> {
+        let registry = Registry::new(source);
+        let network = config
+            .architecture()
+            .build(config, num_labels, &registry.root())?;
         Ok(Self {
             config: config.clone(),
-            encoder: BertEncoder::load(&w, config)?,
-            pooler: Pooler::load(&w)?,
-            classifier: Linear::load(&w, "classifier")?,
+            network,
             num_labels,
-            params,
+            params: registry.into_params(),
         })
     }
 
-    pub fn config(&self) -> &BertConfig {
+    /// Builds the model from a complete set of named parameters. The tensors are used as they
+    /// are: pass `Var`s' tensors to train, plain tensors for inference.
+    pub fn from_tensors(
+        config: &ModelConfig,
+        num_labels: usize,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        Self::build(config, num_labels, &mut Tensors(tensors))
+    }
+
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -73,40 +73,47 @@ impl BertClassifier {
         self.num_labels
     }
 
-    pub fn parameters(&self) -> &[(String, Tensor)] {
+    pub fn parameters(&self) -> &[Param] {
         &self.params
+    }
+
+    /// Every parameter's name and tensor, to save.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .map(|p| (p.name.clone(), p.tensor.clone()))
+            .collect()
+    }
+
+    fn rebuilt(&self, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) -> Result<Self> {
+        let tensors = self
+            .params
+            .iter()
+            .map(|p| Ok((p.name.clone(), f(&p.tensor)?)))
+            .collect::<Result<_>>()?;
+        Self::from_tensors(&self.config, self.num_labels, &tensors)
     }
 
     /// The same model on weights cast to `dtype`; the casts stay in the graph, so gradients
     /// flow back to the original weights in their own dtype.
     pub fn cast(&self, dtype: DType) -> Result<Self> {
-        let tensors = self
-            .params
-            .iter()
-            .map(|(n, t)| Ok((n.clone(), t.to_dtype(dtype)?)))
-            .collect::<Result<_>>()?;
-        Self::from_tensors(&self.config, self.num_labels, &tensors)
+        self.rebuilt(|t| t.to_dtype(dtype))
     }
 
     /// The same weights without gradient tracking: inference on it builds no graph.
     pub fn detached(&self) -> Result<Self> {
-        let tensors = self
-            .params
-            .iter()
-            .map(|(n, t)| (n.clone(), t.detach()))
-            .collect();
-        Self::from_tensors(&self.config, self.num_labels, &tensors)
+        self.rebuilt(|t| Ok(t.detach()))
     }
 
     /// The whole forward pass, with the last hidden state of every token.
     pub fn forward(&self, batch: &Batch, mode: &mut ForwardMode) -> Result<Outputs> {
-        self.run(batch, false, mode)
+        self.network.forward(batch, false, mode)
     }
 
-    /// The logits alone: the last layer runs for the [CLS] token only (see
-    /// [`encoder::BertEncoder::forward`]). What training, evaluation and prediction use.
+    /// The logits alone: the last layer runs for the first token only (see
+    /// [`bert::Encoder::forward`]). What training, evaluation and prediction use.
     pub fn classify(&self, batch: &Batch, mode: &mut ForwardMode) -> Result<Tensor> {
-        Ok(self.run(batch, true, mode)?.logits)
+        Ok(self.network.forward(batch, true, mode)?.logits)
     }
 
     /// Logits with dropout off.
@@ -114,27 +121,9 @@ impl BertClassifier {
         self.classify(batch, &mut ForwardMode::eval())
     }
 
-    fn run(&self, batch: &Batch, cls_only: bool, mode: &mut ForwardMode) -> Result<Outputs> {
-        let hidden = self.encoder.forward(
-            &batch.input_ids,
-            &batch.token_type_ids,
-            &batch.attention_mask,
-            cls_only,
-            mode,
-        )?;
-        let pooled = self.pooler.forward(&hidden)?;
-        let dropped = mode.dropout(&pooled, self.config.classifier_dropout_prob())?;
-        let logits = self.classifier.forward(&dropped)?;
-        Ok(Outputs {
-            hidden,
-            pooled,
-            logits,
-        })
-    }
-
     /// Writes `model.safetensors` and `config.json` into `dir`.
     pub fn save(&self, dir: &Path, labels: &LabelSet) -> Result<()> {
-        weights::save(&dir.join("model.safetensors"), &self.params)?;
+        weights::save(&dir.join("model.safetensors"), &self.named_tensors())?;
         let mut config = self.config.clone();
         config.set_labels(labels, &crate::task::Task::SingleLabel);
         config.save(dir)

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::TrainConfig;
 use crate::model::weights::{self, HeadInit};
-use crate::model::{BertClassifier, BertConfig, ForwardMode, TRAINING_ARGS};
+use crate::model::{ForwardMode, ModelConfig, SequenceClassifier, TRAINING_ARGS};
 use crate::task::{Evaluation, Loss};
 use crate::tokenize::{Batch, TextEncoder};
 use crate::{atomic, device, source};
@@ -152,7 +152,7 @@ const TOKENIZER_SIDE_FILES: [&str; 3] = [
 fn write_model_files(
     config: &TrainConfig,
     model_dir: &Path,
-    model_config: &BertConfig,
+    model_config: &ModelConfig,
     task: &TaskSetup,
     tokenizer: &TextEncoder,
 ) -> Result<()> {
@@ -178,21 +178,17 @@ fn write_model_files(
 }
 
 /// The model's config with the training config's dropout overrides.
-fn model_config_for_training(model_dir: &Path, config: &TrainConfig) -> Result<BertConfig> {
-    let mut c = BertConfig::load(model_dir)?;
-    if let Some(p) = config.hidden_dropout_prob {
-        c.hidden_dropout_prob = p;
-    }
-    if let Some(p) = config.attention_probs_dropout_prob {
-        c.attention_probs_dropout_prob = p;
-    }
-    if let Some(p) = config.classifier_dropout {
-        c.classifier_dropout = Some(p);
-    }
+fn model_config_for_training(model_dir: &Path, config: &TrainConfig) -> Result<ModelConfig> {
+    let mut c = ModelConfig::load(model_dir)?;
+    c.set_dropout(
+        config.hidden_dropout_prob,
+        config.attention_probs_dropout_prob,
+        config.classifier_dropout,
+    );
     crate::limits::check_seq_length(
         "max_seq_length",
         config.max_seq_length,
-        Some(c.max_position_embeddings),
+        Some(c.max_tokens()),
     )
     .map_err(anyhow::Error::msg)?;
     Ok(c)
@@ -211,9 +207,11 @@ pub fn total_updates(config: &TrainConfig, train_rows: usize) -> (usize, usize) 
 
 /// The trainable model: variables and the model built on them.
 pub struct Trainable {
-    pub model: BertClassifier,
+    pub model: SequenceClassifier,
     pub vars: Vec<Var>,
     pub names: Vec<String>,
+    /// Whether AdamW's weight decay applies to each variable (see [`crate::model::params::Kind`]).
+    pub decays: Vec<bool>,
     /// The dtype of the forward and backward passes: f32, or a half type for mixed precision.
     /// The variables, their gradients and the optimizer state stay f32 either way.
     pub compute_dtype: DType,
@@ -222,28 +220,29 @@ pub struct Trainable {
 
 impl Trainable {
     pub fn new(
-        model_config: &BertConfig,
+        model_config: &ModelConfig,
         num_labels: usize,
         tensors: &HashMap<String, Tensor>,
     ) -> Result<Self> {
-        let shapes = weights::parameter_shapes(model_config, num_labels);
-        let mut vars = Vec::with_capacity(shapes.len());
-        let mut names = Vec::with_capacity(shapes.len());
+        // Built once on the given tensors for the parameter order, then on variables.
+        let plain = SequenceClassifier::from_tensors(model_config, num_labels, tensors)?;
+        let mut vars = Vec::new();
+        let mut names = Vec::new();
+        let mut decays = Vec::new();
         let mut var_tensors = HashMap::new();
-        for (name, _) in shapes {
-            let tensor = tensors
-                .get(&name)
-                .with_context(|| format!("missing parameter {name}"))?;
-            let var = Var::from_tensor(tensor)?;
-            var_tensors.insert(name.clone(), var.as_tensor().clone());
+        for param in plain.parameters() {
+            let var = Var::from_tensor(&param.tensor)?;
+            var_tensors.insert(param.name.clone(), var.as_tensor().clone());
             vars.push(var);
-            names.push(name);
+            names.push(param.name.clone());
+            decays.push(param.decays());
         }
-        let model = BertClassifier::from_tensors(model_config, num_labels, &var_tensors)?;
+        let model = SequenceClassifier::from_tensors(model_config, num_labels, &var_tensors)?;
         Ok(Self {
             model,
             vars,
             names,
+            decays,
             compute_dtype: DType::F32,
             loss: Loss::CrossEntropy {
                 weights: None,

@@ -9,7 +9,7 @@ use super::{Prepared, Split};
 use crate::config::{BestMetric, TrainConfig};
 use crate::data::LabelSet;
 use crate::infer::{Batching, Classifier, LoadOptions};
-use crate::model::BertConfig;
+use crate::model::ModelConfig;
 use crate::task::targets::{ClassWeights, WeightRule, class_weights};
 use crate::task::{Evaluation, Loss, ProblemType, Targets, Task, multi_label};
 
@@ -122,7 +122,7 @@ impl TaskSetup {
 /// them in config.json and returns them with the validation metrics at those thresholds.
 pub(super) fn tune_thresholds(
     config: &TrainConfig,
-    model_config: &BertConfig,
+    model_config: &ModelConfig,
     setup: &TaskSetup,
     validation: &Split,
     device: &candle_core::Device,

@@ -111,8 +111,8 @@ impl<'a> Trainer<'a> {
         let params: Vec<(Var, bool)> = trainable
             .vars
             .iter()
-            .zip(&trainable.names)
-            .map(|(v, n)| (v.clone(), weights::decays(n)))
+            .zip(&trainable.decays)
+            .map(|(v, d)| (v.clone(), *d))
             .collect();
         let mut optimizer = AdamW::new(
             params,
@@ -280,7 +280,7 @@ impl<'a> Trainer<'a> {
         if improved {
             weights::save(
                 &self.config.output_dir.join(checkpoint::MODEL_FILE),
-                self.trainable.model.parameters(),
+                &self.trainable.model.named_tensors(),
             )?;
             self.state.best_metric = Some(value);
             self.state.best_global_step = Some(self.state.global_step);
@@ -361,7 +361,7 @@ impl<'a> Trainer<'a> {
             .collect();
         let dir = checkpoint::save(
             &self.config.output_dir,
-            self.trainable.model.parameters(),
+            &self.trainable.model.named_tensors(),
             &moments,
             self.optimizer.steps_taken(),
             &self.state,
@@ -469,7 +469,7 @@ impl<'a> Trainer<'a> {
         if self.state.best_report.is_none() {
             weights::save(
                 &config.output_dir.join(checkpoint::MODEL_FILE),
-                self.trainable.model.parameters(),
+                &self.trainable.model.named_tensors(),
             )?;
         }
         self.write_state()?;

@@ -1,0 +1,333 @@
+//! BERT (`BertForSequenceClassification`), and the encoder RoBERTa and ELECTRA share with it:
+//! embeddings, transformer layers and the pooler under transformers' names.
+
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+
+use super::architecture::{Architecture, Network, Outputs};
+use super::config::{Activation, ModelConfig};
+use super::layers::{self, ForwardMode, LayerNorm, Linear};
+use super::ops;
+use super::params::Scope;
+use crate::tokenize::Batch;
+
+/// Where the position ids of a sequence start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// 0, 1, 2... (BERT).
+    FromZero,
+    /// `pad + 1`, `pad + 2`... for real tokens and `pad` for padding, from the input ids
+    /// (RoBERTa's `create_position_ids_from_input_ids`).
+    AfterPadding(u32),
+}
+
+/// `BertEmbeddings`: word, position and token type embeddings, layer norm and dropout.
+pub struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+    dropout: f64,
+    positions: Positions,
+    /// Whether the inputs' token type ids are used; otherwise every token has type 0, as in
+    /// RoBERTa, whose tokenizers return none.
+    token_types: bool,
+}
+
+impl Embeddings {
+    /// `width`: the embedding size (ELECTRA's may be smaller than the hidden size).
+    pub fn new(
+        s: &Scope,
+        c: &ModelConfig,
+        width: usize,
+        positions: Positions,
+        token_types: bool,
+    ) -> Result<Self> {
+        if c.type_vocab_size == 0 {
+            anyhow::bail!(
+                "type_vocab_size is 0: {} needs at least one token type",
+                c.model_type
+            );
+        }
+        let width_field = if width == c.hidden_size {
+            "hidden_size"
+        } else {
+            "embedding_size"
+        };
+        Ok(Self {
+            word: s.embedding(
+                "word_embeddings.weight",
+                (c.vocab_size, width),
+                ("vocab_size", width_field),
+            )?,
+            position: s.embedding(
+                "position_embeddings.weight",
+                (c.max_position_embeddings, width),
+                ("max_position_embeddings", width_field),
+            )?,
+            token_type: s.embedding(
+                "token_type_embeddings.weight",
+                (c.type_vocab_size, width),
+                ("type_vocab_size", width_field),
+            )?,
+            norm: LayerNorm::new(&s.pp("LayerNorm"), width, c.layer_norm_eps)?,
+            dropout: c.hidden_dropout_prob,
+            positions,
+            token_types,
+        })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.word.dtype()
+    }
+
+    pub fn forward(&self, batch: &Batch, mode: &mut ForwardMode) -> candle_core::Result<Tensor> {
+        let ids = &batch.input_ids;
+        let seq = ids.dim(1)?;
+        let words = layers::lookup(&self.word, ids)?;
+        let types = if self.token_types {
+            layers::lookup(&self.token_type, &batch.token_type_ids)?
+        } else {
+            self.token_type.narrow(0, 0, 1)?.unsqueeze(0)?
+        };
+        let x = words.broadcast_add(&types)?;
+        let x = match self.positions {
+            Positions::FromZero => {
+                let rows = self.position.dim(0)?;
+                if seq > rows {
+                    candle_core::bail!(
+                        "input of {seq} tokens exceeds max_position_embeddings {rows}"
+                    );
+                }
+                x.broadcast_add(&self.position.narrow(0, 0, seq)?.unsqueeze(0)?)?
+            }
+            Positions::AfterPadding(pad) => {
+                let ids = position_ids_after_padding(ids, pad)?;
+                let rows = self.position.dim(0)?;
+                if seq + pad as usize + 1 > rows {
+                    candle_core::bail!(
+                        "input of {seq} tokens exceeds the {} positions of \
+                         max_position_embeddings {rows}",
+                        rows.saturating_sub(pad as usize + 1)
+                    );
+                }
+                (x + layers::lookup(&self.position, &ids)?)?
+            }
+        };
+        let x = self.norm.forward(&x)?;
+        mode.dropout(&x, self.dropout)
+    }
+}
+
+/// RoBERTa's position ids: `cumsum(ids != pad) * (ids != pad) + pad`.
+fn position_ids_after_padding(ids: &Tensor, pad: u32) -> candle_core::Result<Tensor> {
+    let real = ids.ne(pad)?.to_dtype(DType::F32)?;
+    // Exact in f32: the counts are far below 2^24.
+    real.cumsum(1)?
+        .mul(&real)?
+        .affine(1.0, pad as f64)?
+        .to_dtype(DType::U32)
+}
+
+struct Attention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+    attention_dropout: f64,
+    hidden_dropout: f64,
+}
+
+impl Attention {
+    fn new(s: &Scope, c: &ModelConfig) -> Result<Self> {
+        let h = c.hidden_size;
+        let attn = s.pp("self");
+        Ok(Self {
+            query: Linear::new(&attn.pp("query"), h, h)?,
+            key: Linear::new(&attn.pp("key"), h, h)?,
+            value: Linear::new(&attn.pp("value"), h, h)?,
+            output: Linear::new(&s.pp("output.dense"), h, h)?,
+            norm: LayerNorm::new(&s.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
+            heads: c.num_attention_heads,
+            head_dim: c.head_dim(),
+            attention_dropout: c.attention_probs_dropout_prob,
+            hidden_dropout: c.hidden_dropout_prob,
+        })
+    }
+
+    /// `mask_bias`: see [`layers::mask_bias`]. `queries`: the rows of `x` that attend (all of
+    /// `x`, or only its first token); the output has their shape.
+    fn forward(
+        &self,
+        x: &Tensor,
+        queries: &Tensor,
+        mask_bias: &Tensor,
+        mode: &mut ForwardMode,
+    ) -> candle_core::Result<Tensor> {
+        let q = layers::split_heads(&self.query.forward(queries)?, self.heads)?;
+        let k = layers::split_heads(&self.key.forward(x)?, self.heads)?;
+        let v = layers::split_heads(&self.value.forward(x)?, self.heads)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let probs = ops::attention_softmax(&q.matmul(&k.t()?)?, mask_bias, scale)?;
+        let probs = mode.dropout(&probs, self.attention_dropout)?;
+        let context = layers::merge_heads(&probs.matmul(&v)?)?;
+        let out = mode.dropout(&self.output.forward(&context)?, self.hidden_dropout)?;
+        self.norm.forward(&(out + queries)?)
+    }
+}
+
+struct FeedForward {
+    intermediate: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    activation: Activation,
+    dropout: f64,
+}
+
+impl FeedForward {
+    fn new(s: &Scope, c: &ModelConfig) -> Result<Self> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        Ok(Self {
+            intermediate: Linear::new(&s.pp("intermediate.dense"), h, i)?,
+            output: Linear::new(&s.pp("output.dense"), i, h)?,
+            norm: LayerNorm::new(&s.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
+            activation: c.activation()?,
+            dropout: c.hidden_dropout_prob,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mode: &mut ForwardMode) -> candle_core::Result<Tensor> {
+        let h = self.activation.apply(&self.intermediate.forward(x)?)?;
+        let out = mode.dropout(&self.output.forward(&h)?, self.dropout)?;
+        self.norm.forward(&(out + x)?)
+    }
+}
+
+struct Layer {
+    attention: Attention,
+    feed_forward: FeedForward,
+}
+
+/// `BertEncoder`: the transformer layers.
+pub struct Encoder {
+    layers: Vec<Layer>,
+}
+
+impl Encoder {
+    pub fn new(s: &Scope, c: &ModelConfig) -> Result<Self> {
+        s.check_count("layer", c.num_hidden_layers, "num_hidden_layers")?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let l = s.pp(format!("layer.{i}"));
+                Ok(Layer {
+                    attention: Attention::new(&l.pp("attention"), c)?,
+                    feed_forward: FeedForward::new(&l, c)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
+
+    /// With `cls_only`, the last layer computes the first token's output only, and the result
+    /// is (batch, 1, hidden). Its keys and values still come from every token, so that output
+    /// is the same as in the full pass; the queries, attention output and feed-forward of the
+    /// other tokens (about a sixth of a 6-layer model's work) are skipped.
+    pub fn forward(
+        &self,
+        mut x: Tensor,
+        mask_bias: &Tensor,
+        cls_only: bool,
+        mode: &mut ForwardMode,
+    ) -> candle_core::Result<Tensor> {
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let queries = if cls_only && i == last {
+                x.narrow(1, 0, 1)?
+            } else {
+                x.clone()
+            };
+            x = layer.attention.forward(&x, &queries, mask_bias, mode)?;
+            x = layer.feed_forward.forward(&x, mode)?;
+        }
+        Ok(x)
+    }
+}
+
+/// `tanh(W h[CLS] + b)`: BERT's pooler.
+pub struct Pooler {
+    dense: Linear,
+}
+
+impl Pooler {
+    pub fn new(s: &Scope, c: &ModelConfig) -> Result<Self> {
+        Ok(Self {
+            dense: Linear::new(&s.pp("dense"), c.hidden_size, c.hidden_size)?,
+        })
+    }
+
+    pub fn forward(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        self.dense.forward(&layers::first_token(hidden)?)?.tanh()
+    }
+}
+
+/// `BertForSequenceClassification`.
+pub struct Bert;
+
+struct BertNetwork {
+    embeddings: Embeddings,
+    encoder: Encoder,
+    pooler: Pooler,
+    classifier: Linear,
+    dropout: f64,
+}
+
+impl Architecture for Bert {
+    fn model_types(&self) -> &'static [(&'static str, &'static str)] {
+        &[("bert", "BertForSequenceClassification")]
+    }
+
+    fn base_prefix(&self) -> &'static str {
+        "bert"
+    }
+
+    fn output_layer(&self) -> &'static str {
+        "classifier"
+    }
+
+    fn build(&self, c: &ModelConfig, num_labels: usize, root: &Scope) -> Result<Box<dyn Network>> {
+        let base = root.pp("bert");
+        Ok(Box::new(BertNetwork {
+            embeddings: Embeddings::new(
+                &base.pp("embeddings"),
+                c,
+                c.hidden_size,
+                Positions::FromZero,
+                true,
+            )?,
+            encoder: Encoder::new(&base.pp("encoder"), c)?,
+            pooler: Pooler::new(&base.pp("pooler").head(), c)?,
+            classifier: Linear::new(&root.pp("classifier").head(), c.hidden_size, num_labels)?,
+            dropout: c.classifier_dropout_prob(),
+        }))
+    }
+}
+
+impl Network for BertNetwork {
+    fn forward(&self, batch: &Batch, cls_only: bool, mode: &mut ForwardMode) -> Result<Outputs> {
+        let mask = layers::mask_bias(&batch.attention_mask, self.embeddings.dtype())?;
+        let x = self.embeddings.forward(batch, mode)?;
+        let hidden = self.encoder.forward(x, &mask, cls_only, mode)?;
+        let pooled = self.pooler.forward(&hidden)?;
+        let logits = self
+            .classifier
+            .forward(&mode.dropout(&pooled, self.dropout)?)?;
+        Ok(Outputs {
+            hidden,
+            pooled: Some(pooled),
+            logits,
+        })
+    }
+}

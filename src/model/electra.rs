@@ -1,0 +1,69 @@
+//! ELECTRA discriminators (`ElectraForSequenceClassification`): BERT's embeddings at
+//! `embedding_size`, projected to the hidden size when the two differ, BERT's encoder, and
+//! `ElectraClassificationHead` (RoBERTa's head with GELU).
+
+use anyhow::Result;
+
+use super::architecture::{Architecture, Network, Outputs};
+use super::bert::{Embeddings, Encoder, Positions};
+use super::config::ModelConfig;
+use super::layers::{self, ForwardMode, Linear};
+use super::params::Scope;
+use super::roberta::ClassificationHead;
+use crate::tokenize::Batch;
+
+pub struct Electra;
+
+struct ElectraNetwork {
+    embeddings: Embeddings,
+    project: Option<Linear>,
+    encoder: Encoder,
+    head: ClassificationHead,
+}
+
+impl Architecture for Electra {
+    fn model_types(&self) -> &'static [(&'static str, &'static str)] {
+        &[("electra", "ElectraForSequenceClassification")]
+    }
+
+    fn base_prefix(&self) -> &'static str {
+        "electra"
+    }
+
+    fn output_layer(&self) -> &'static str {
+        "classifier.out_proj"
+    }
+
+    fn build(&self, c: &ModelConfig, num_labels: usize, root: &Scope) -> Result<Box<dyn Network>> {
+        let base = root.pp("electra");
+        let width = c.embedding_size;
+        let embeddings =
+            Embeddings::new(&base.pp("embeddings"), c, width, Positions::FromZero, true)?;
+        let project = (width != c.hidden_size)
+            .then(|| Linear::new(&base.pp("embeddings_project"), width, c.hidden_size))
+            .transpose()?;
+        Ok(Box::new(ElectraNetwork {
+            embeddings,
+            project,
+            encoder: Encoder::new(&base.pp("encoder"), c)?,
+            head: ClassificationHead::new(&root.pp("classifier").head(), c, num_labels, false)?,
+        }))
+    }
+}
+
+impl Network for ElectraNetwork {
+    fn forward(&self, batch: &Batch, cls_only: bool, mode: &mut ForwardMode) -> Result<Outputs> {
+        let mask = layers::mask_bias(&batch.attention_mask, self.embeddings.dtype())?;
+        let mut x = self.embeddings.forward(batch, mode)?;
+        if let Some(project) = &self.project {
+            x = project.forward(&x)?;
+        }
+        let hidden = self.encoder.forward(x, &mask, cls_only, mode)?;
+        let logits = self.head.forward(&hidden, mode)?;
+        Ok(Outputs {
+            hidden,
+            pooled: None,
+            logits,
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! Layers every architecture is built from: linear, layer norm, dropout (through
+//! [`ForwardMode`]), activations and the attention mask, each loading its parameters from a
+//! [`Scope`].
+
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+
+use super::config::Activation;
+use super::ops;
+use super::params::{Kind, Scope};
+
+/// Whether dropout is on, and where its masks come from.
+pub struct ForwardMode {
+    train: bool,
+    seed: u64,
+    calls: u64,
+}
+
+impl ForwardMode {
+    /// Inference: dropout off.
+    pub fn eval() -> Self {
+        Self {
+            train: false,
+            seed: 0,
+            calls: 0,
+        }
+    }
+
+    /// Training: every dropout in the forward pass draws an independent mask from `seed`.
+    pub fn train(seed: u64) -> Self {
+        Self {
+            train: true,
+            seed,
+            calls: 0,
+        }
+    }
+
+    pub fn is_train(&self) -> bool {
+        self.train
+    }
+
+    pub fn dropout(&mut self, x: &Tensor, p: f64) -> candle_core::Result<Tensor> {
+        if !self.train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        self.calls += 1;
+        let seed = crate::rng::mix64(self.seed ^ crate::rng::mix64(self.calls));
+        ops::dropout(x, p as f32, seed)
+    }
+}
+
+/// `y = x W^T + b`, with `W` stored (out, in) as in PyTorch.
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    pub fn new(s: &Scope, inputs: usize, outputs: usize) -> Result<Self> {
+        Ok(Self {
+            weight: s.get("weight", &[outputs, inputs], Kind::Weight)?,
+            bias: s.get("bias", &[outputs], Kind::Bias)?,
+        })
+    }
+
+    /// A layer without a bias (`bias=False`): only the weight is a parameter.
+    pub fn without_bias(s: &Scope, inputs: usize, outputs: usize) -> Result<Self> {
+        let weight = s.get("weight", &[outputs, inputs], Kind::Weight)?;
+        let bias = Tensor::zeros(outputs, weight.dtype(), weight.device())?;
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        ops::linear(x, &self.weight, &self.bias)
+    }
+}
+
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(s: &Scope, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: s.get("weight", &[size], Kind::Norm)?,
+            bias: s.get("bias", &[size], Kind::Norm)?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// Rows `ids` (batch, seq) of `table` (rows, width): (batch, seq, width).
+pub fn lookup(table: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
+    let (batch, seq) = ids.dims2()?;
+    table
+        .index_select(&ids.flatten_all()?, 0)?
+        .reshape((batch, seq, table.dim(1)?))
+}
+
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::Gelu => ops::gelu(x),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Relu => x.relu(),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+}
+
+/// The additive attention mask (batch, 1, 1, seq) of `attention_mask` (batch, seq): 0 for real
+/// tokens, f32's minimum for padding, as transformers builds it, in `dtype`.
+pub fn mask_bias(attention_mask: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
+    let (batch, seq) = attention_mask.dims2()?;
+    // Computed in f32 because 1 * max + min is exactly 0 there but not in half precision.
+    attention_mask
+        .to_dtype(DType::F32)?
+        .affine(-(f32::MIN as f64), f32::MIN as f64)?
+        .to_dtype(dtype)?
+        .reshape((batch, 1, 1, seq))
+}
+
+/// (batch, rows, heads * head_dim) -> (batch, heads, rows, head_dim), contiguous.
+pub fn split_heads(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (batch, rows, width) = t.dims3()?;
+    t.reshape((batch, rows, heads, width / heads))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// The inverse of [`split_heads`].
+pub fn merge_heads(t: &Tensor) -> candle_core::Result<Tensor> {
+    let (batch, heads, rows, head_dim) = t.dims4()?;
+    t.transpose(1, 2)?.reshape((batch, rows, heads * head_dim))
+}
+
+/// The first token's vector of each sequence: (batch, seq, hidden) -> (batch, hidden).
+pub fn first_token(hidden: &Tensor) -> candle_core::Result<Tensor> {
+    hidden.narrow(1, 0, 1)?.squeeze(1)
+}
