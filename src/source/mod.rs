@@ -132,10 +132,7 @@ pub fn check_model_folder(dir: &Path) -> Result<()> {
     }
     crate::model::weights::checkpoint_file(dir)?;
     if !dir.join("tokenizer.json").is_file() && !dir.join("vocab.txt").is_file() {
-        bail!(
-            "{}: model folder has no tokenizer (tokenizer.json or vocab.txt)",
-            dir.display()
-        );
+        return Err(crate::tokenize::missing_tokenizer(dir));
     }
     Ok(())
 }
