@@ -1,8 +1,12 @@
 //! Where a training step's time goes, phase by phase, on the real all-MiniLM-L6-v2 (fetched
-//! as `configs/sentiment.toml` says) or on any model folder given as the first argument.
+//! as `configs/sentiment.toml` says) or on any model folder given as the first argument; or,
+//! with `--architectures`, on random models of every architecture at MiniLM's shape (6 layers,
+//! hidden 384, 12 heads, feed-forward 1536), side by side, so that one that trains much slower
+//! per token than BERT shows.
 //!
-//!   cargo bench --bench step                 # batch 32 x 64 tokens, 5 steps
-//!   cargo bench --bench step -- DIR 8 32 10  # model folder, batch, tokens, steps
+//!   cargo bench --bench step                                 # batch 32 x 64 tokens, 5 steps
+//!   cargo bench --bench step -- DIR 8 32 10                  # model folder, batch, tokens, steps
+//!   cargo bench --bench step -- --architectures [32 64 5]    # batch, tokens, steps
 //!
 //! Prints the median of each phase: forward, backward, gradient accumulation, clipping,
 //! AdamW, and inference (forward without gradients) at the same shape.
@@ -17,32 +21,54 @@ use bertcls::optim::{AdamW, AdamWConfig, Gradients};
 use bertcls::tokenize::{Batch, Encoded};
 use bertcls::train::Trainable;
 use candle_core::{Device, Tensor};
+use serde_json::json;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn main() -> Result<()> {
-    bertcls::device::tune_cpu_runtime();
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let dir = match args.first() {
-        Some(d) => d.into(),
-        None => {
-            let config = TrainConfig::load("configs/sentiment.toml".as_ref(), &[])?;
-            bertcls::source::resolve_first(&config.model_name_or_path.to_vec())?
-        }
+/// MiniLM's shape in each architecture's config.json spelling.
+fn shaped_configs() -> Vec<(&'static str, serde_json::Value)> {
+    let bert = json!({"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
+        "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512});
+    let with = |extra: serde_json::Value| {
+        let mut c = bert.clone();
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
     };
-    let num =
-        |i: usize, default: usize| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(default);
-    let (batch_size, seq, steps) = (num(1, 32), num(2, 64), num(3, 5));
-    let device = Device::Cpu;
-    let config = ModelConfig::load(&dir)?;
-    let loaded = weights::load(&dir, &config, 2, HeadInit::InitMissing(0), &device)?;
-    let trainable = Trainable::new(&config, 2, &loaded.tensors)?;
+    vec![
+        ("bert", with(json!({"model_type": "bert"}))),
+        (
+            "roberta",
+            with(json!({"model_type": "roberta", "pad_token_id": 1,
+                "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5})),
+        ),
+        (
+            "distilbert",
+            json!({"model_type": "distilbert", "vocab_size": 30522, "dim": 384, "n_layers": 6,
+                "n_heads": 12, "hidden_dim": 1536, "max_position_embeddings": 512}),
+        ),
+        (
+            "electra",
+            with(json!({"model_type": "electra", "embedding_size": 128})),
+        ),
+        (
+            "deberta-v2",
+            with(
+                json!({"model_type": "deberta-v2", "relative_attention": true,
+                "position_buckets": 256, "pos_att_type": ["p2c", "c2p"], "share_att_key": true,
+                "norm_rel_ebd": "layer_norm", "position_biased_input": false,
+                "type_vocab_size": 0}),
+            ),
+        ),
+    ]
+}
+
+/// A batch of `batch_size` random inputs of `seq` tokens (no padding) and binary labels.
+fn random_batch(batch_size: usize, seq: usize, device: &Device) -> Result<(Batch, Tensor)> {
     let encoded: Vec<Encoded> = (0..batch_size)
         .map(|i| Encoded {
             ids: (0..seq)
@@ -52,14 +78,24 @@ fn main() -> Result<()> {
         })
         .collect();
     let items: Vec<&Encoded> = encoded.iter().collect();
-    let batch = Batch::collate(&items, 0, None, &device)?;
+    let batch = Batch::collate(&items, 0, None, device)?;
     let labels = Tensor::new(
         (0..batch_size as u32)
             .map(|i| i % 2)
             .collect::<Vec<_>>()
             .as_slice(),
-        &device,
+        device,
     )?;
+    Ok((batch, labels))
+}
+
+/// The median milliseconds of each phase over `steps` steps after one warm-up step.
+fn measure(
+    trainable: &Trainable,
+    batch: &Batch,
+    labels: &Tensor,
+    steps: usize,
+) -> Result<Vec<(&'static str, f64)>> {
     let params = trainable
         .vars
         .iter()
@@ -93,8 +129,8 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         let logits = trainable
             .model
-            .classify(&batch, &mut ForwardMode::train(step as u64))?;
-        let loss = cross_entropy(&logits, &labels)?;
+            .classify(batch, &mut ForwardMode::train(step as u64))?;
+        let loss = cross_entropy(&logits, labels)?;
         let _ = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let store = loss.backward()?;
@@ -107,7 +143,7 @@ fn main() -> Result<()> {
         optimizer.step(&grads, 1e-5)?;
         grads.clear();
         let t5 = Instant::now();
-        let _ = detached.logits(&batch)?.to_vec2::<f32>()?;
+        let _ = detached.logits(batch)?.to_vec2::<f32>()?;
         let t6 = Instant::now();
         if step == 0 {
             continue; // warm-up
@@ -125,12 +161,79 @@ fn main() -> Result<()> {
             v.push(t.as_secs_f64() * 1000.0);
         }
     }
+    Ok(phases.into_iter().map(|(n, v)| (n, median(v))).collect())
+}
+
+/// Every architecture at the same shape, one row each.
+fn architectures(batch_size: usize, seq: usize, steps: usize) -> Result<()> {
+    let device = Device::Cpu;
+    let (batch, labels) = random_batch(batch_size, seq, &device)?;
+    println!(
+        "random models of MiniLM's shape | batch {batch_size} x {seq} tokens | {steps} steps, median ms"
+    );
+    println!(
+        "{:<12} {:>9} {:>9} {:>11} {:>10} {:>12} {:>10}",
+        "model_type", "forward", "backward", "step total", "inference", "train tok/s", "vs bert"
+    );
+    let mut bert_rate = None;
+    for (name, json) in shaped_configs() {
+        let config: ModelConfig = serde_json::from_value(json)?;
+        config.validate()?;
+        let tensors = bertcls::testing::random_parameters(&config, 2, 0)?;
+        let trainable = Trainable::new(&config, 2, &tensors)?;
+        let phases = measure(&trainable, &batch, &labels, steps)?;
+        let get = |p: &str| {
+            phases
+                .iter()
+                .find(|(n, _)| *n == p)
+                .map_or(0.0, |(_, v)| *v)
+        };
+        let rate = (batch_size * seq) as f64 / (get("step total") / 1000.0);
+        let base = *bert_rate.get_or_insert(rate);
+        println!(
+            "{name:<12} {:>9.1} {:>9.1} {:>11.1} {:>10.1} {:>12.0} {:>9.2}x",
+            get("forward"),
+            get("backward"),
+            get("step total"),
+            get("inference"),
+            rate,
+            rate / base
+        );
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    bertcls::device::tune_cpu_runtime();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let num =
+        |i: usize, default: usize| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(default);
+    if args.first().is_some_and(|a| a == "--architectures") {
+        return architectures(num(1, 32), num(2, 64), num(3, 5));
+    }
+    let dir = match args.first() {
+        Some(d) => d.into(),
+        None => {
+            let config = TrainConfig::load("configs/sentiment.toml".as_ref(), &[])?;
+            bertcls::source::resolve_first(&config.model_name_or_path.to_vec())?
+        }
+    };
+    let (batch_size, seq, steps) = (num(1, 32), num(2, 64), num(3, 5));
+    let device = Device::Cpu;
+    let config = ModelConfig::load(&dir)?;
+    let loaded = weights::load(&dir, &config, 2, HeadInit::InitMissing(0), &device)?;
+    let trainable = Trainable::new(&config, 2, &loaded.tensors)?;
+    let (batch, labels) = random_batch(batch_size, seq, &device)?;
+    let phases = measure(&trainable, &batch, &labels, steps)?;
     println!(
         "{} | batch {batch_size} x {seq} tokens | {steps} steps, median ms",
         dir.display()
     );
     for (name, v) in phases {
-        println!("{name:<12} {:>9.1}", median(v));
+        println!("{name:<12} {v:>9.1}");
     }
     Ok(())
 }

@@ -90,9 +90,7 @@ impl TinyModel {
     /// gradients stay well above rounding noise in a network this small.
     pub fn parameters(&self) -> Result<HashMap<String, Tensor>> {
         let num_labels = self.labels.as_ref().map_or(2, LabelSet::len);
-        let mut source = RandomParameters(Rng::new(self.seed));
-        let model = SequenceClassifier::build(&self.config(), num_labels, &mut source)?;
-        Ok(model.named_tensors().into_iter().collect())
+        random_parameters(&self.config(), num_labels, self.seed)
     }
 
     /// Writes the model folder.
@@ -124,7 +122,18 @@ impl TinyModel {
     }
 }
 
-/// The random parameters of [`TinyModel::parameters`].
+/// Random parameters for any architecture's `config`, drawn as [`TinyModel::parameters`]
+/// draws them.
+pub fn random_parameters(
+    config: &ModelConfig,
+    num_labels: usize,
+    seed: u64,
+) -> Result<HashMap<String, Tensor>> {
+    let mut source = RandomParameters(Rng::new(seed));
+    let model = SequenceClassifier::build(config, num_labels, &mut source)?;
+    Ok(model.named_tensors().into_iter().collect())
+}
+
 struct RandomParameters(Rng);
 
 impl Source for RandomParameters {

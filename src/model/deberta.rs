@@ -189,33 +189,49 @@ fn relative_position(settings: &Settings, i: usize, j: usize) -> i64 {
     }
 }
 
-/// Indices into the 2 x span position scores for every (query, key) of a `seq`-token input:
-/// c2p's `clamp(r(i, j) + span)` for the first `queries` queries, (queries, seq), and p2c's
-/// `clamp(-r(j, i) + span)` laid out by key, (seq, queries), both u32 on `device`.
-fn position_indices(
-    settings: &Settings,
-    queries: usize,
-    seq: usize,
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let span = settings.span as i64;
-    let clamp = |v: i64| v.clamp(0, 2 * span - 1) as u32;
-    let mut c2p = Vec::with_capacity(queries * seq);
-    for i in 0..queries {
-        for j in 0..seq {
-            c2p.push(clamp(relative_position(settings, i, j) + span));
-        }
-    }
-    let mut p2c = Vec::with_capacity(queries * seq);
-    for j in 0..seq {
+/// The relative position inputs of one batch shape: the rows of the position embeddings the
+/// distances reach and, into those rows, c2p's `clamp(r(i, j) + span)` (queries, seq) and
+/// p2c's `clamp(-r(j, i) + span)` laid out by key (seq, queries).
+struct Relative {
+    embeddings: Tensor,
+    c2p: Tensor,
+    p2c: Tensor,
+}
+
+impl Relative {
+    /// For the first `queries` queries of a `seq`-token input. Only rows `lo..=hi` of the
+    /// 2 x span table are reached by a short input's distances (127 of DeBERTa-v3's 512 at 64
+    /// tokens), so only those are projected and scored; the others' gradient is zero anyway.
+    fn new(
+        settings: &Settings,
+        table: &Tensor,
+        queries: usize,
+        seq: usize,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let span = settings.span as i64;
+        let clamp = |v: i64| v.clamp(0, 2 * span - 1) as u32;
+        let mut c2p = Vec::with_capacity(queries * seq);
         for i in 0..queries {
-            p2c.push(clamp(-relative_position(settings, j, i) + span));
+            for j in 0..seq {
+                c2p.push(clamp(relative_position(settings, i, j) + span));
+            }
         }
+        let mut p2c = Vec::with_capacity(queries * seq);
+        for j in 0..seq {
+            for i in 0..queries {
+                p2c.push(clamp(-relative_position(settings, j, i) + span));
+            }
+        }
+        let lo = c2p.iter().chain(&p2c).copied().min().unwrap_or(0);
+        let hi = c2p.iter().chain(&p2c).copied().max().unwrap_or(0);
+        let shift = |v: Vec<u32>| v.into_iter().map(|i| i - lo).collect::<Vec<_>>();
+        Ok(Self {
+            embeddings: table.narrow(0, lo as usize, (hi - lo + 1) as usize)?,
+            c2p: Tensor::from_vec(shift(c2p), (queries, seq), device)?,
+            p2c: Tensor::from_vec(shift(p2c), (seq, queries), device)?,
+        })
     }
-    Ok((
-        Tensor::from_vec(c2p, (queries, seq), device)?,
-        Tensor::from_vec(p2c, (seq, queries), device)?,
-    ))
 }
 
 struct Attention {
@@ -254,16 +270,14 @@ impl Attention {
         })
     }
 
-    /// `relative`: the position embeddings (after the encoder's layer norm) and the c2p and
-    /// p2c indices of [`position_indices`] for `queries`' rows.
-    #[allow(clippy::too_many_arguments)]
+    /// `relative`: the position inputs for `queries`' rows.
     fn forward(
         &self,
         settings: &Settings,
         x: &Tensor,
         queries: &Tensor,
         mask_bias: &Tensor,
-        relative: Option<(&Tensor, &Tensor, &Tensor)>,
+        relative: Option<&Relative>,
         mode: &mut ForwardMode,
     ) -> candle_core::Result<Tensor> {
         let q = layers::split_heads(&self.query.forward(queries)?, self.heads)?;
@@ -271,9 +285,10 @@ impl Attention {
         let v = layers::split_heads(&self.value.forward(x)?, self.heads)?;
         let head_dim = q.dim(3)?;
         let mut scores = q.matmul(&k.t()?)?;
-        if let Some((embeddings, c2p_index, p2c_index)) = relative {
+        if let Some(relative) = relative {
+            let (c2p_index, p2c_index) = (&relative.c2p, &relative.p2c);
             let embeddings = mode
-                .dropout(embeddings, self.hidden_dropout)?
+                .dropout(&relative.embeddings, self.hidden_dropout)?
                 .unsqueeze(0)?;
             let (batch, heads, rows, seq) = scores.dims4()?;
             if settings.c2p {
@@ -486,9 +501,9 @@ impl Network for DebertaNetwork {
                     Some(norm) => norm.forward(table)?,
                     None => table.clone(),
                 };
-                let all = position_indices(&self.settings, seq, seq, x.device())?;
-                let first = position_indices(&self.settings, 1, seq, x.device())?;
-                Some((table, all, first))
+                let all = Relative::new(&self.settings, &table, seq, seq, x.device())?;
+                let first = Relative::new(&self.settings, &table, 1, seq, x.device())?;
+                Some((all, first))
             }
             None => None,
         };
@@ -500,10 +515,9 @@ impl Network for DebertaNetwork {
             } else {
                 x.clone()
             };
-            let rel = relative.as_ref().map(|(table, all, first)| {
-                let (c2p, p2c) = if only_first { first } else { all };
-                (table, c2p, p2c)
-            });
+            let rel = relative
+                .as_ref()
+                .map(|(all, first)| if only_first { first } else { all });
             let attended =
                 layer
                     .attention
