@@ -61,18 +61,23 @@ device = "cpu"
 "#,
         model = checkpoint(name),
     );
-    // Keys in `extra` replace the ones above.
-    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
-    let replaced: Vec<String> = extra.lines().map(key).collect();
-    let mut text: String = text
-        .lines()
-        .filter(|l| !replaced.contains(&key(l)))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    text.push_str(extra);
     let path = fx.path(&format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, common::with_overrides(&text, extra)).unwrap();
     path
+}
+
+/// `bertcls eval --json` of `model` on the pairs of `data`, with `extra` arguments.
+fn eval_json(fx: &Fixture, model: &Path, data: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["eval", "--model", s(model), "--data", s(data)];
+    args.extend([
+        "--text-pair-column",
+        "text_pair",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    args.extend(extra);
+    serde_json::from_str(&stdout(&ok(fx.run(&args)))).unwrap()
 }
 
 #[test]
@@ -147,19 +152,7 @@ fn every_architecture_fine_tunes_resumes_evaluates_and_predicts_on_pairs() {
         );
 
         // eval measures what the trainer measured; predict writes one probability row per pair.
-        let report: Value = serde_json::from_str(&stdout(&ok(fx.run(&[
-            "eval",
-            "--model",
-            s(&out),
-            "--data",
-            s(&data),
-            "--text-pair-column",
-            "text_pair",
-            "--device",
-            "cpu",
-            "--json",
-        ]))))
-        .unwrap();
+        let report = eval_json(&fx, &out, &data, &[]);
         let state = json(&out.join("trainer_state.json"));
         // The best evaluation's model is the one kept.
         let logged = state["best_metric"].as_f64().unwrap();
@@ -205,21 +198,7 @@ fn a_distilbert_regression_on_pairs() {
     let saved = json(&out.join("config.json"));
     assert_eq!(saved["problem_type"], "regression");
     assert_eq!(saved["num_labels"], 1);
-    let report: Value = serde_json::from_str(&stdout(&ok(fx.run(&[
-        "eval",
-        "--model",
-        s(&out),
-        "--data",
-        s(&data),
-        "--text-pair-column",
-        "text_pair",
-        "--label-column",
-        "score",
-        "--device",
-        "cpu",
-        "--json",
-    ]))))
-    .unwrap();
+    let report = eval_json(&fx, &out, &data, &["--label-column", "score"]);
     let state = json(&out.join("trainer_state.json"));
     // The best evaluation's model is the one kept.
     let logged = state["best_metric"].as_f64().unwrap();

@@ -372,32 +372,43 @@ fn assert_parameters_match<'a>(
 fn twenty_step_trajectory_matches_torch() {
     let r = Reference::load();
     let (t, tokenizer) = trainable(&fixtures().join("tiny-bert"));
-    let batches: Vec<(Batch, Tensor)> = r.inputs["trajectory"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| (batch(&tokenizer, &b["texts"]), labels(&b["labels"])))
-        .collect();
+    let batches = trajectory_batches(&r, &tokenizer);
     let (losses, lrs) = train_steps(&t, &batches, &r.inputs["trajectory_optimizer"], 20);
     cite(172, "trajectory_lrs.append(scheduler.get_last_lr()[0])");
     assert_eq!(lrs, r.f64s("trajectory_lrs"), "learning rates are exact");
     cite(171, "losses.append(loss.item())");
-    let expected = r.get("trajectory_losses").to_vec1::<f32>().unwrap();
+    assert_trajectory_matches(&losses, r.get("trajectory_losses"), "");
+}
+
+/// The 4 batches the 20-step trajectory cycles through.
+fn trajectory_batches(r: &Reference, tokenizer: &TextEncoder) -> Vec<(Batch, Tensor)> {
+    r.inputs["trajectory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (batch(tokenizer, &b["texts"]), labels(&b["labels"])))
+        .collect()
+}
+
+/// Asserts that each step's loss is within 1e-4 of transformers' (`expected`), and that the
+/// trajectory trains.
+fn assert_trajectory_matches(losses: &[f64], expected: &Tensor, case: &str) {
+    let expected = expected.to_vec1::<f32>().unwrap();
     let worst = losses
         .iter()
         .zip(&expected)
         .map(|(a, b)| (a - *b as f64).abs())
         .fold(0.0, f64::max);
-    eprintln!("20-step trajectory: worst loss difference {worst:e}");
+    eprintln!("{case} 20-step trajectory: worst loss difference {worst:e}");
     for (step, (ours, theirs)) in losses.iter().zip(&expected).enumerate() {
         assert!(
             (ours - *theirs as f64).abs() <= 1e-4,
-            "step {step}: loss {ours} vs {theirs}"
+            "{case} step {step}: loss {ours} vs {theirs}"
         );
     }
     assert!(
         expected[19] < expected[0] * 0.8,
-        "the trajectory actually trains"
+        "{case}: the trajectory actually trains"
     );
 }
 
@@ -609,31 +620,10 @@ fn check_architecture(name: &str) {
     );
 
     let (t, _) = trainable(&dir);
-    let batches: Vec<(Batch, Tensor)> = r.inputs["trajectory"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| (batch(&tokenizer, &b["texts"]), labels(&b["labels"])))
-        .collect();
+    let batches = trajectory_batches(&r, &tokenizer);
     let (losses, lrs) = train_steps(&t, &batches, &r.inputs["trajectory_optimizer"], 20);
     assert_eq!(lrs, r.f64s("trajectory_lrs"), "learning rates are exact");
-    let expected = r.get("trajectory_losses").to_vec1::<f32>().unwrap();
-    let worst = losses
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - *b as f64).abs())
-        .fold(0.0, f64::max);
-    eprintln!("{name}: 20-step trajectory, worst loss difference {worst:e}");
-    for (step, (ours, theirs)) in losses.iter().zip(&expected).enumerate() {
-        assert!(
-            (ours - *theirs as f64).abs() <= 1e-4,
-            "{name} step {step}: loss {ours} vs {theirs}"
-        );
-    }
-    assert!(
-        expected[19] < expected[0] * 0.8,
-        "{name}: the trajectory trains"
-    );
+    assert_trajectory_matches(&losses, r.get("trajectory_losses"), name);
 }
 
 #[test]

@@ -129,16 +129,54 @@ fn position_ids_after_padding(ids: &Tensor, pad: u32) -> candle_core::Result<Ten
         .to_dtype(DType::U32)
 }
 
+/// What follows the scores in BERT's attention (and DeBERTa's): softmax over the masked,
+/// scaled scores, dropout, the weighted sum of the values, `output.dense`, dropout and the
+/// residual layer norm.
+pub struct AttentionOutput {
+    dense: Linear,
+    norm: LayerNorm,
+    attention_dropout: f64,
+    hidden_dropout: f64,
+}
+
+impl AttentionOutput {
+    /// `s`: the attention's scope (`...layer.N.attention`).
+    pub fn new(s: &Scope, c: &ModelConfig) -> Result<Self> {
+        let h = c.hidden_size;
+        Ok(Self {
+            dense: Linear::new(&s.pp("output.dense"), h, h)?,
+            norm: LayerNorm::new(&s.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
+            attention_dropout: c.attention_probs_dropout_prob,
+            hidden_dropout: c.hidden_dropout_prob,
+        })
+    }
+
+    /// `scores` (batch, heads, queries, keys) before scaling; `v` (batch, heads, keys,
+    /// head_dim); `mask_bias`: see [`layers::mask_bias`]; `queries`: the residual input.
+    pub fn forward(
+        &self,
+        scores: &Tensor,
+        scale: f64,
+        mask_bias: &Tensor,
+        v: &Tensor,
+        queries: &Tensor,
+        mode: &mut ForwardMode,
+    ) -> candle_core::Result<Tensor> {
+        let probs = ops::attention_softmax(scores, mask_bias, scale)?;
+        let probs = mode.dropout(&probs, self.attention_dropout)?;
+        let context = layers::merge_heads(&probs.matmul(v)?)?;
+        let out = mode.dropout(&self.dense.forward(&context)?, self.hidden_dropout)?;
+        self.norm.forward(&(out + queries)?)
+    }
+}
+
 struct Attention {
     query: Linear,
     key: Linear,
     value: Linear,
-    output: Linear,
-    norm: LayerNorm,
+    output: AttentionOutput,
     heads: usize,
     head_dim: usize,
-    attention_dropout: f64,
-    hidden_dropout: f64,
 }
 
 impl Attention {
@@ -149,17 +187,14 @@ impl Attention {
             query: Linear::new(&attn.pp("query"), h, h)?,
             key: Linear::new(&attn.pp("key"), h, h)?,
             value: Linear::new(&attn.pp("value"), h, h)?,
-            output: Linear::new(&s.pp("output.dense"), h, h)?,
-            norm: LayerNorm::new(&s.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
+            output: AttentionOutput::new(s, c)?,
             heads: c.num_attention_heads,
             head_dim: c.head_dim(),
-            attention_dropout: c.attention_probs_dropout_prob,
-            hidden_dropout: c.hidden_dropout_prob,
         })
     }
 
-    /// `mask_bias`: see [`layers::mask_bias`]. `queries`: the rows of `x` that attend (all of
-    /// `x`, or only its first token); the output has their shape.
+    /// `queries`: the rows of `x` that attend (all of `x`, or only its first token); the
+    /// output has their shape.
     fn forward(
         &self,
         x: &Tensor,
@@ -171,15 +206,14 @@ impl Attention {
         let k = layers::split_heads(&self.key.forward(x)?, self.heads)?;
         let v = layers::split_heads(&self.value.forward(x)?, self.heads)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let probs = ops::attention_softmax(&q.matmul(&k.t()?)?, mask_bias, scale)?;
-        let probs = mode.dropout(&probs, self.attention_dropout)?;
-        let context = layers::merge_heads(&probs.matmul(&v)?)?;
-        let out = mode.dropout(&self.output.forward(&context)?, self.hidden_dropout)?;
-        self.norm.forward(&(out + queries)?)
+        self.output
+            .forward(&q.matmul(&k.t()?)?, scale, mask_bias, &v, queries, mode)
     }
 }
 
-struct FeedForward {
+/// BERT's feed-forward block (DeBERTa's too): `intermediate.dense`, the activation,
+/// `output.dense`, dropout and the residual layer norm.
+pub struct FeedForward {
     intermediate: Linear,
     output: Linear,
     norm: LayerNorm,
@@ -188,7 +222,8 @@ struct FeedForward {
 }
 
 impl FeedForward {
-    fn new(s: &Scope, c: &ModelConfig) -> Result<Self> {
+    /// `s`: the layer's scope (`...layer.N`).
+    pub fn new(s: &Scope, c: &ModelConfig) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Ok(Self {
             intermediate: Linear::new(&s.pp("intermediate.dense"), h, i)?,
@@ -199,7 +234,7 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, x: &Tensor, mode: &mut ForwardMode) -> candle_core::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, mode: &mut ForwardMode) -> candle_core::Result<Tensor> {
         let h = self.activation.apply(&self.intermediate.forward(x)?)?;
         let out = mode.dropout(&self.output.forward(&h)?, self.dropout)?;
         self.norm.forward(&(out + x)?)

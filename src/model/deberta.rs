@@ -9,9 +9,9 @@ use candle_core::{Device, Tensor};
 use serde_json::Value;
 
 use super::architecture::{Architecture, Network, Outputs};
+use super::bert::{AttentionOutput, FeedForward};
 use super::config::{Activation, ModelConfig};
 use super::layers::{self, ForwardMode, LayerNorm, Linear};
-use super::ops;
 use super::params::Scope;
 use crate::tokenize::Batch;
 
@@ -240,10 +240,9 @@ struct Attention {
     value: Linear,
     pos_key: Option<Linear>,
     pos_query: Option<Linear>,
-    output: Linear,
-    norm: LayerNorm,
+    output: AttentionOutput,
     heads: usize,
-    attention_dropout: f64,
+    /// The dropout on the position embeddings (`pos_dropout`).
     hidden_dropout: f64,
 }
 
@@ -262,10 +261,8 @@ impl Attention {
             pos_query: (separate && settings.p2c)
                 .then(|| Linear::new(&a.pp("pos_query_proj"), h, h))
                 .transpose()?,
-            output: Linear::new(&s.pp("output.dense"), h, h)?,
-            norm: LayerNorm::new(&s.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
+            output: AttentionOutput::new(s, c)?,
             heads: c.num_attention_heads,
-            attention_dropout: c.attention_probs_dropout_prob,
             hidden_dropout: c.hidden_dropout_prob,
         })
     }
@@ -312,20 +309,9 @@ impl Attention {
             }
         }
         let scale = 1.0 / (head_dim as f64 * settings.scale_factor()).sqrt();
-        let probs = ops::attention_softmax(&scores.contiguous()?, mask_bias, scale)?;
-        let probs = mode.dropout(&probs, self.attention_dropout)?;
-        let context = layers::merge_heads(&probs.matmul(&v)?)?;
-        let out = mode.dropout(&self.output.forward(&context)?, self.hidden_dropout)?;
-        self.norm.forward(&(out + queries)?)
+        self.output
+            .forward(&scores.contiguous()?, scale, mask_bias, &v, queries, mode)
     }
-}
-
-struct FeedForward {
-    intermediate: Linear,
-    output: Linear,
-    norm: LayerNorm,
-    activation: Activation,
-    dropout: f64,
 }
 
 struct Layer {
@@ -346,6 +332,7 @@ struct DebertaNetwork {
     pooler: Linear,
     classifier: Linear,
     dropout: f64,
+    hidden_dropout: f64,
 }
 
 impl Architecture for DebertaV2 {
@@ -417,17 +404,7 @@ impl Architecture for DebertaV2 {
                 let l = encoder.pp(format!("layer.{i}"));
                 Ok(Layer {
                     attention: Attention::new(&l.pp("attention"), c, &settings)?,
-                    feed_forward: FeedForward {
-                        intermediate: Linear::new(
-                            &l.pp("intermediate.dense"),
-                            h,
-                            c.intermediate_size,
-                        )?,
-                        output: Linear::new(&l.pp("output.dense"), c.intermediate_size, h)?,
-                        norm: LayerNorm::new(&l.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
-                        activation: c.activation()?,
-                        dropout: c.hidden_dropout_prob,
-                    },
+                    feed_forward: FeedForward::new(&l, c)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -457,6 +434,7 @@ impl Architecture for DebertaV2 {
             pooler: Linear::new(&root.pp("pooler.dense").head(), h, p)?,
             classifier: Linear::new(&root.pp("classifier").head(), p, num_labels)?,
             dropout: settings.cls_dropout,
+            hidden_dropout: c.hidden_dropout_prob,
             settings,
         }))
     }
@@ -482,11 +460,7 @@ impl DebertaNetwork {
         let x = self.embedding_norm.forward(&x)?;
         // Padding positions are zeroed, as transformers does with the mask.
         let mask = batch.attention_mask.to_dtype(x.dtype())?.unsqueeze(2)?;
-        mode.dropout(&x.broadcast_mul(&mask)?, self.hidden_dropout())
-    }
-
-    fn hidden_dropout(&self) -> f64 {
-        self.layers.first().map_or(0.0, |l| l.feed_forward.dropout)
+        mode.dropout(&x.broadcast_mul(&mask)?, self.hidden_dropout)
     }
 }
 
@@ -522,10 +496,7 @@ impl Network for DebertaNetwork {
                 layer
                     .attention
                     .forward(&self.settings, &x, &queries, &mask, rel, mode)?;
-            let ff = &layer.feed_forward;
-            let h = ff.activation.apply(&ff.intermediate.forward(&attended)?)?;
-            let out = mode.dropout(&ff.output.forward(&h)?, ff.dropout)?;
-            x = ff.norm.forward(&(out + attended)?)?;
+            x = layer.feed_forward.forward(&attended, mode)?;
         }
         let first = mode.dropout(&layers::first_token(&x)?, self.settings.pooler_dropout)?;
         let pooled = self

@@ -4,22 +4,14 @@
 
 use anyhow::Result;
 
-use super::architecture::{Architecture, Network, Outputs};
+use super::architecture::{Architecture, Network};
 use super::bert::{Embeddings, Encoder, Positions};
 use super::config::ModelConfig;
-use super::layers::{self, ForwardMode, Linear};
+use super::layers::Linear;
 use super::params::Scope;
-use super::roberta::ClassificationHead;
-use crate::tokenize::Batch;
+use super::roberta::{ClassificationHead, HeadedEncoder};
 
 pub struct Electra;
-
-struct ElectraNetwork {
-    embeddings: Embeddings,
-    project: Option<Linear>,
-    encoder: Encoder,
-    head: ClassificationHead,
-}
 
 impl Architecture for Electra {
     fn model_types(&self) -> &'static [(&'static str, &'static str)] {
@@ -42,28 +34,11 @@ impl Architecture for Electra {
         let project = (width != c.hidden_size)
             .then(|| Linear::new(&base.pp("embeddings_project"), width, c.hidden_size))
             .transpose()?;
-        Ok(Box::new(ElectraNetwork {
+        Ok(Box::new(HeadedEncoder {
             embeddings,
             project,
             encoder: Encoder::new(&base.pp("encoder"), c)?,
             head: ClassificationHead::new(&root.pp("classifier").head(), c, num_labels, false)?,
         }))
-    }
-}
-
-impl Network for ElectraNetwork {
-    fn forward(&self, batch: &Batch, cls_only: bool, mode: &mut ForwardMode) -> Result<Outputs> {
-        let mask = layers::mask_bias(&batch.attention_mask, self.embeddings.dtype())?;
-        let mut x = self.embeddings.forward(batch, mode)?;
-        if let Some(project) = &self.project {
-            x = project.forward(&x)?;
-        }
-        let hidden = self.encoder.forward(x, &mask, cls_only, mode)?;
-        let logits = self.head.forward(&hidden, mode)?;
-        Ok(Outputs {
-            hidden,
-            pooled: None,
-            logits,
-        })
     }
 }

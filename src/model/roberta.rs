@@ -51,10 +51,14 @@ impl ClassificationHead {
     }
 }
 
-struct RobertaNetwork {
-    embeddings: Embeddings,
-    encoder: Encoder,
-    head: ClassificationHead,
+/// BERT's embeddings and encoder under a [`ClassificationHead`]: RoBERTa's network, and
+/// ELECTRA's with its projection.
+pub struct HeadedEncoder {
+    pub embeddings: Embeddings,
+    /// ELECTRA's `embeddings_project`, when the embedding size differs from the hidden size.
+    pub project: Option<Linear>,
+    pub encoder: Encoder,
+    pub head: ClassificationHead,
 }
 
 impl Architecture for Roberta {
@@ -97,7 +101,7 @@ impl Architecture for Roberta {
 
     fn build(&self, c: &ModelConfig, num_labels: usize, root: &Scope) -> Result<Box<dyn Network>> {
         let base = root.pp("roberta");
-        Ok(Box::new(RobertaNetwork {
+        Ok(Box::new(HeadedEncoder {
             embeddings: Embeddings::new(
                 &base.pp("embeddings"),
                 c,
@@ -105,16 +109,20 @@ impl Architecture for Roberta {
                 Positions::AfterPadding(c.pad_token_id),
                 false,
             )?,
+            project: None,
             encoder: Encoder::new(&base.pp("encoder"), c)?,
             head: ClassificationHead::new(&root.pp("classifier").head(), c, num_labels, true)?,
         }))
     }
 }
 
-impl Network for RobertaNetwork {
+impl Network for HeadedEncoder {
     fn forward(&self, batch: &Batch, cls_only: bool, mode: &mut ForwardMode) -> Result<Outputs> {
         let mask = layers::mask_bias(&batch.attention_mask, self.embeddings.dtype())?;
-        let x = self.embeddings.forward(batch, mode)?;
+        let mut x = self.embeddings.forward(batch, mode)?;
+        if let Some(project) = &self.project {
+            x = project.forward(&x)?;
+        }
         let hidden = self.encoder.forward(x, &mask, cls_only, mode)?;
         let logits = self.head.forward(&hidden, mode)?;
         Ok(Outputs {

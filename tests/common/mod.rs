@@ -135,6 +135,20 @@ pub fn fine_tuned(dir: &Path, labels: &[&str], problem_type: &str) {
     std::fs::write(&path, config.to_string()).unwrap();
 }
 
+/// A TOML `config` with the keys of `extra`'s lines replacing its own, and `extra` added.
+pub fn with_overrides(config: &str, extra: &str) -> String {
+    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
+    let overridden: Vec<String> = extra.lines().map(key).filter(|k| !k.is_empty()).collect();
+    let mut text: String = config
+        .lines()
+        .filter(|l| !overridden.contains(&key(l)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(extra);
+    text.push('\n');
+    text
+}
+
 /// A tiny base model, a small sentiment data set and a private cache in a fresh folder.
 pub struct Fixture {
     pub dir: PathBuf,
@@ -192,18 +206,8 @@ device = "cpu"
             dev = self.path("dev.tsv"),
             out = self.path("run"),
         );
-        // Keys in `extra` replace the defaults above.
-        let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
-        let overridden: Vec<String> = extra.lines().map(key).filter(|k| !k.is_empty()).collect();
-        let mut text: String = text
-            .lines()
-            .filter(|l| !overridden.contains(&key(l)))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        text.push_str(extra);
-        text.push('\n');
         let path = self.path("config.toml");
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, with_overrides(&text, extra)).unwrap();
         path
     }
 
