@@ -547,7 +547,7 @@ fn check_architecture(name: &str) {
     let model = Classifier::load(&dir, &LoadOptions::cpu()).unwrap();
     assert_eq!(model.labels().names(), ["negative", "neutral", "positive"]);
     assert_eq!(
-        model.model().config().model_type,
+        model.model().config().model_type(),
         r.inputs["model_type"].as_str().unwrap()
     );
     let b = batch(model.tokenizer(), &r.inputs["texts"]);

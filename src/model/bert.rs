@@ -46,7 +46,7 @@ impl Embeddings {
         if c.type_vocab_size == 0 {
             anyhow::bail!(
                 "type_vocab_size is 0: {} needs at least one token type",
-                c.model_type
+                c.model_type()
             );
         }
         let width_field = if width == c.hidden_size {
@@ -309,6 +309,7 @@ impl Pooler {
 }
 
 /// `BertForSequenceClassification`.
+#[derive(Debug)]
 pub struct Bert;
 
 struct BertNetwork {

@@ -99,7 +99,8 @@ struct Common {
 /// with only the keys bertcls sets changed, in the architecture's own spelling.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
-    pub model_type: String,
+    model_type: String,
+    architecture: &'static dyn Architecture,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -205,6 +206,7 @@ impl ModelConfig {
         })?;
         Ok(Self {
             model_type,
+            architecture: arch,
             vocab_size: c.vocab_size,
             hidden_size: c.hidden_size,
             num_hidden_layers: c.num_hidden_layers,
@@ -227,9 +229,14 @@ impl ModelConfig {
         })
     }
 
+    /// `model_type` as config.json gives it (`bert` when it gives none).
+    pub fn model_type(&self) -> &str {
+        &self.model_type
+    }
+
     /// The architecture `model_type` names.
     pub fn architecture(&self) -> &'static dyn Architecture {
-        architecture::find(&self.model_type).expect("model_type was checked when read")
+        self.architecture
     }
 
     /// A key of the file as written.

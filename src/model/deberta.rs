@@ -15,6 +15,7 @@ use super::layers::{self, ForwardMode, LayerNorm, Linear};
 use super::params::Scope;
 use crate::tokenize::Batch;
 
+#[derive(Debug)]
 pub struct DebertaV2;
 
 /// A bound far above any published DeBERTa (512) on the relative position table, so that a

@@ -16,6 +16,7 @@ use crate::tokenize::Batch;
 /// transformers hard-codes DistilBERT's layer norm epsilon.
 const LAYER_NORM_EPS: f64 = 1e-12;
 
+#[derive(Debug)]
 pub struct DistilBert;
 
 struct Block {

@@ -11,6 +11,7 @@ use super::layers::Linear;
 use super::params::Scope;
 use super::roberta::{ClassificationHead, HeadedEncoder};
 
+#[derive(Debug)]
 pub struct Electra;
 
 impl Architecture for Electra {

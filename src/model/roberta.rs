@@ -12,6 +12,7 @@ use super::layers::{self, ForwardMode, Linear};
 use super::params::Scope;
 use crate::tokenize::Batch;
 
+#[derive(Debug)]
 pub struct Roberta;
 
 /// `RobertaClassificationHead` (ELECTRA's differs in its activation): dropout, dense,
