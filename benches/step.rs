@@ -9,7 +9,9 @@
 //!   cargo bench --bench step -- --architectures [32 64 5]    # batch, tokens, steps
 //!
 //! Prints the median of each phase: forward, backward, gradient accumulation, clipping,
-//! AdamW, and inference (forward without gradients) at the same shape.
+//! AdamW, and inference (forward without gradients) at the same shape, in f32 and with every
+//! linear layer in int8 (`--quantize int8`), interleaved so that their ratio holds on a busy
+//! machine.
 
 use std::time::Instant;
 
@@ -120,11 +122,13 @@ fn measure(
         "adamw",
         "step total",
         "inference",
+        "inference int8",
     ]
     .into_iter()
     .map(|p| (p, Vec::new()))
     .collect();
     let detached = trainable.model.detached()?;
+    let quantized = detached.quantized(bertcls::model::int8::Kernel::detect())?;
     for step in 0..steps + 1 {
         let t0 = Instant::now();
         let logits = trainable
@@ -145,6 +149,8 @@ fn measure(
         let t5 = Instant::now();
         let _ = detached.logits(batch)?.to_vec2::<f32>()?;
         let t6 = Instant::now();
+        let _ = quantized.logits(batch)?.to_vec2::<f32>()?;
+        let t7 = Instant::now();
         if step == 0 {
             continue; // warm-up
         }
@@ -156,6 +162,7 @@ fn measure(
             t5 - t4,
             t5 - t0,
             t6 - t5,
+            t7 - t6,
         ];
         for ((_, v), t) in phases.iter_mut().zip(times) {
             v.push(t.as_secs_f64() * 1000.0);

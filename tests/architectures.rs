@@ -260,3 +260,50 @@ fn unsupported_architectures_and_sentencepiece_only_tokenizers_are_one_line_erro
         &["has spm.model but no tokenizer.json", "save_pretrained"],
     );
 }
+
+#[test]
+fn int8_inference_tracks_f32_for_every_architecture() {
+    let fx = Fixture::new("arch-int8");
+    let data = fx.path("pairs.csv");
+    write_pairs(&data);
+    for (name, _) in ARCHITECTURES {
+        let model = checkpoint(name);
+        let probabilities = |extra: &[&str]| -> Vec<f64> {
+            let out = fx.path(&format!("{name}{}.csv", extra.len()));
+            let mut args = vec![
+                "predict",
+                "--model",
+                s(&model),
+                "--input",
+                s(&data),
+                "--text-pair-column",
+                "text_pair",
+                "--output",
+                s(&out),
+                "--device",
+                "cpu",
+            ];
+            args.extend(extra);
+            ok(fx.run(&args));
+            let text = std::fs::read_to_string(&out).unwrap();
+            let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+            let at = header.iter().position(|h| *h == "probability").unwrap();
+            text.lines()
+                .skip(1)
+                .map(|l| l.split(',').nth(at).unwrap().parse().unwrap())
+                .collect()
+        };
+        let f32s = probabilities(&[]);
+        let int8 = probabilities(&["--quantize", "int8"]);
+        let worst = f32s
+            .iter()
+            .zip(&int8)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst > 0.0, "{name}: int8 is a different computation");
+        assert!(
+            worst < 0.05,
+            "{name}: int8 probabilities within 0.05 of f32: {worst}"
+        );
+    }
+}

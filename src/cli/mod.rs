@@ -15,6 +15,7 @@ use crate::eval::{EvalOptions, evaluate};
 use crate::infer::{Batching, Classifier, LoadOptions};
 use crate::limits;
 use crate::model::ModelConfig;
+use crate::model::int8;
 use crate::predict::{
     Answer, OnError, PredictOptions, TextPrediction, predict_file, predict_texts,
 };
@@ -145,6 +146,16 @@ pub struct ModelArgs {
     /// (`thresholds` in config.json, else 0.5).
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// Compute every linear layer in int8 (dynamic quantization; CPU only).
+    #[arg(long, value_enum)]
+    pub quantize: Option<Quantize>,
+}
+
+/// Lower-precision inference.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantize {
+    /// Weights per output channel (7 bits), activations per row (8 bits), exact i32 sums.
+    Int8,
 }
 
 #[derive(Args, Debug)]
@@ -264,7 +275,12 @@ fn open_model(args: &ModelArgs) -> Result<Classifier> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let mut classifier = load_classifier(&args.model, &args.device, args.max_seq_length)?;
+    let mut classifier = load_classifier(
+        &args.model,
+        &args.device,
+        args.max_seq_length,
+        args.quantize,
+    )?;
     if let Some(threshold) = args.threshold {
         classifier
             .set_threshold(threshold)
@@ -276,8 +292,13 @@ fn open_model(args: &ModelArgs) -> Result<Classifier> {
     Ok(classifier)
 }
 
-/// The classifier of `--model`, `--device` and `--max-seq-length`.
-fn load_classifier(model: &str, device: &str, max_seq_length: Option<usize>) -> Result<Classifier> {
+/// The classifier of `--model`, `--device`, `--max-seq-length` and `--quantize`.
+fn load_classifier(
+    model: &str,
+    device: &str,
+    max_seq_length: Option<usize>,
+    quantize: Option<Quantize>,
+) -> Result<Classifier> {
     let device = device::open(device.parse::<DeviceSpec>()?)?;
     let dir = source::resolve_first(&[model.to_string()])?;
     if let Some(length) = max_seq_length {
@@ -288,6 +309,7 @@ fn load_classifier(model: &str, device: &str, max_seq_length: Option<usize>) -> 
         &LoadOptions {
             max_seq_length,
             device,
+            int8: quantize.map(|Quantize::Int8| int8::Kernel::detect()),
         },
     )
 }

@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// Truncation length (default: the one the model was trained with).
     #[arg(long)]
     pub max_seq_length: Option<usize>,
+    /// Compute every linear layer in int8 (dynamic quantization; CPU only).
+    #[arg(long, value_enum)]
+    pub quantize: Option<super::Quantize>,
     /// Address to listen on; 0.0.0.0 exposes the server to the network.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -151,7 +154,12 @@ fn options(args: &ServeArgs, model_length: usize) -> Result<ServeOptions> {
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     init_logging(args.log_level);
-    let classifier = super::load_classifier(&args.model, &args.device, args.max_seq_length)?;
+    let classifier = super::load_classifier(
+        &args.model,
+        &args.device,
+        args.max_seq_length,
+        args.quantize,
+    )?;
     let options = options(&args, classifier.max_length())?;
     eprintln!(
         "bertcls serve: {} ({}, {} labels, max {} tokens) on {}",

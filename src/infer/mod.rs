@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 
 use crate::data::LabelSet;
 use crate::limits;
-use crate::model::{ModelConfig, SequenceClassifier, TRAINING_ARGS, weights};
+use crate::model::{ModelConfig, SequenceClassifier, TRAINING_ARGS, int8, weights};
 use crate::task::{Prediction, Task};
 use crate::tokenize::{Batch, Encoded, Input, TextEncoder};
 
@@ -20,6 +20,8 @@ pub struct LoadOptions {
     /// over the model's `max_position_embeddings`.
     pub max_seq_length: Option<usize>,
     pub device: Device,
+    /// Every linear layer in int8 with this kernel (CPU only; see [`crate::model::int8`]).
+    pub int8: Option<int8::Kernel>,
 }
 
 impl LoadOptions {
@@ -27,6 +29,7 @@ impl LoadOptions {
         Self {
             max_seq_length: None,
             device: Device::Cpu,
+            int8: None,
         }
     }
 }
@@ -92,6 +95,9 @@ impl Classifier {
             .unwrap_or(512)
             .min(config.max_tokens());
         let tokenizer = TextEncoder::load(dir, max_len)?;
+        config
+            .check_vocabulary(tokenizer.tokenizer().get_vocab_size(true))
+            .with_context(|| dir.display().to_string())?;
         let loaded = weights::load(
             dir,
             &config,
@@ -99,7 +105,15 @@ impl Classifier {
             weights::HeadInit::Require,
             &options.device,
         )?;
-        let model = SequenceClassifier::from_tensors(&config, labels.len(), &loaded.tensors)?;
+        if options.int8.is_some() && !options.device.is_cpu() {
+            bail!("int8 quantization runs on the CPU: pass --device cpu");
+        }
+        let model = SequenceClassifier::build_with(
+            &config,
+            labels.len(),
+            &mut crate::model::params::Tensors(&loaded.tensors),
+            options.int8,
+        )?;
         Ok(Self {
             dir: dir.to_path_buf(),
             model,

@@ -11,6 +11,17 @@ use super::ops;
 use super::params::Scope;
 use crate::tokenize::Batch;
 
+/// The check of BERT-shaped embeddings' token types, for each architecture's `validate`.
+pub fn validate_token_types(c: &ModelConfig) -> Result<()> {
+    if c.type_vocab_size == 0 {
+        anyhow::bail!(
+            "type_vocab_size is 0: {} needs at least one token type",
+            c.model_type()
+        );
+    }
+    Ok(())
+}
+
 /// Where the position ids of a sequence start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Positions {
@@ -43,12 +54,6 @@ impl Embeddings {
         positions: Positions,
         token_types: bool,
     ) -> Result<Self> {
-        if c.type_vocab_size == 0 {
-            anyhow::bail!(
-                "type_vocab_size is 0: {} needs at least one token type",
-                c.model_type()
-            );
-        }
         let width_field = if width == c.hidden_size {
             "hidden_size"
         } else {
@@ -86,6 +91,13 @@ impl Embeddings {
         let seq = ids.dim(1)?;
         let words = layers::lookup(&self.word, ids)?;
         let types = if self.token_types {
+            let rows = self.token_type.dim(0)?;
+            // Only a one-row table can meet a pair's type 1; read the ids only then.
+            if rows < 2 && batch.token_type_ids.max_all()?.to_scalar::<u32>()? as usize >= rows {
+                candle_core::bail!(
+                    "text pairs need 2 token types but the model's type_vocab_size is {rows}"
+                );
+            }
             layers::lookup(&self.token_type, &batch.token_type_ids)?
         } else {
             self.token_type.narrow(0, 0, 1)?.unsqueeze(0)?
@@ -327,6 +339,10 @@ impl Architecture for Bert {
 
     fn base_prefix(&self) -> &'static str {
         "bert"
+    }
+
+    fn validate(&self, c: &ModelConfig) -> Result<()> {
+        validate_token_types(c)
     }
 
     fn output_layer(&self) -> &'static str {

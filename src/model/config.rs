@@ -190,8 +190,11 @@ impl ModelConfig {
                 None => common.remove(*ours),
             };
         }
+        // An explicit null is no value, as for transformers' config classes.
         for (key, value) in arch.config_defaults() {
-            common.entry(key).or_insert(value);
+            if common.get(key).is_none_or(Value::is_null) {
+                common.insert(key.to_string(), value);
+            }
         }
         let c: Common = serde_json::from_value(Value::Object(common)).map_err(|e| {
             let message = e.to_string();
@@ -232,6 +235,19 @@ impl ModelConfig {
     /// `model_type` as config.json gives it (`bert` when it gives none).
     pub fn model_type(&self) -> &str {
         &self.model_type
+    }
+
+    /// Checks a tokenizer of `vocab` tokens (added ones included) against the model's
+    /// embedding table: a larger one would look up rows the model does not have.
+    pub fn check_vocabulary(&self, vocab: usize) -> Result<()> {
+        if vocab > self.vocab_size {
+            bail!(
+                "the tokenizer has {vocab} tokens but vocab_size is {}: its last ids have no \
+                 embedding",
+                self.vocab_size
+            );
+        }
+        Ok(())
     }
 
     /// The architecture `model_type` names.
@@ -285,6 +301,7 @@ impl ModelConfig {
         for (field, value, max) in [
             ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
             ("hidden_size", self.hidden_size, MAX_HIDDEN_SIZE),
+            ("embedding_size", self.embedding_size, MAX_HIDDEN_SIZE),
             ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
             (
                 "num_attention_heads",
@@ -306,7 +323,7 @@ impl ModelConfig {
                 bail!("{field} is {value}: it must be between 1 and {max}");
             }
         }
-        // 0 is DeBERTa's default (no token type embeddings); the others need one.
+        // 0 is DeBERTa's default (no token type embeddings); BERT's embeddings check their own.
         if self.type_vocab_size > MAX_TYPE_VOCAB_SIZE {
             bail!(
                 "type_vocab_size is {}: it must be at most {MAX_TYPE_VOCAB_SIZE}",
@@ -488,5 +505,88 @@ mod tests {
         );
         assert!(parse(r#","hidden_act":"swish""#).is_err());
         assert!(parse(r#","position_embedding_type":"relative_key""#).is_err());
+    }
+
+    fn config(json: serde_json::Value) -> ModelConfig {
+        let c: ModelConfig = serde_json::from_value(json).unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    #[test]
+    fn architectures_keep_their_own_keys_and_defaults() {
+        let sizes = serde_json::json!({"vocab_size": 10, "hidden_size": 8,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16});
+        let with = |extra: serde_json::Value| {
+            let mut c = sizes.clone();
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            c
+        };
+        // DistilBERT's spelling, read under BERT's names and written back as it was.
+        let mut distil = config(
+            serde_json::json!({"model_type": "distilbert", "vocab_size": 10,
+            "dim": 8, "n_layers": 1, "n_heads": 2, "hidden_dim": 16, "dropout": 0.2}),
+        );
+        assert_eq!((distil.hidden_size, distil.hidden_dropout_prob), (8, 0.2));
+        assert_eq!(
+            distil.classifier_dropout_prob(),
+            0.2,
+            "seq_classif_dropout's default"
+        );
+        distil.set_dropout(Some(0.3), None, Some(0.4));
+        let saved = serde_json::to_value(&distil).unwrap();
+        assert_eq!(
+            (
+                saved["dropout"].as_f64(),
+                saved["seq_classif_dropout"].as_f64()
+            ),
+            (Some(0.3), Some(0.4))
+        );
+        assert!(saved.get("hidden_dropout_prob").is_none() && saved.get("hidden_size").is_none());
+        // DeBERTa's classifier dropout is `cls_dropout`.
+        let mut deberta = config(with(serde_json::json!({"model_type": "deberta-v2"})));
+        deberta.set_dropout(None, None, Some(0.3));
+        let saved = serde_json::to_value(&deberta).unwrap();
+        assert_eq!(saved["cls_dropout"].as_f64(), Some(0.3));
+        assert!(saved.get("classifier_dropout").is_none());
+        assert_eq!(deberta.type_vocab_size, 0);
+        // An explicit null takes the class's default, as transformers does.
+        let roberta = config(with(serde_json::json!({"model_type": "roberta",
+            "pad_token_id": null, "max_position_embeddings": 20})));
+        assert_eq!((roberta.pad_token_id, roberta.max_tokens()), (1, 18));
+        let electra = config(with(serde_json::json!({"model_type": "electra"})));
+        assert_eq!(electra.embedding_size, 128);
+        // Values the architectures cannot build.
+        let refused = |extra: serde_json::Value| {
+            serde_json::from_value::<ModelConfig>(with(extra))
+                .map_err(anyhow::Error::from)
+                .and_then(|c| c.validate())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            refused(serde_json::json!({"type_vocab_size": 0})).contains("type_vocab_size is 0")
+        );
+        assert!(refused(serde_json::json!({"embedding_size": 0})).contains("embedding_size is 0"));
+        let buckets = refused(
+            serde_json::json!({"model_type": "deberta-v2", "relative_attention": true,
+            "position_buckets": 8, "max_relative_positions": 5}),
+        );
+        assert!(
+            buckets.contains("must exceed position_buckets / 2 + 1"),
+            "{buckets}"
+        );
+        let act = refused(serde_json::json!({"model_type": "deberta-v2", "pooler_hidden_act": 5}));
+        assert!(
+            act.contains("pooler_hidden_act is 5: expected a string"),
+            "{act}"
+        );
+        let vocab = config(sizes.clone())
+            .check_vocabulary(11)
+            .unwrap_err()
+            .to_string();
+        assert!(vocab.contains("11 tokens but vocab_size is 10"), "{vocab}");
     }
 }

@@ -40,8 +40,6 @@ struct Settings {
     pooler_hidden_size: usize,
     pooler_dropout: f64,
     pooler_activation: Activation,
-    /// The dropout before the classifier: `cls_dropout`, else `hidden_dropout_prob`.
-    cls_dropout: f64,
 }
 
 fn int(c: &ModelConfig, key: &str, default: i64) -> Result<i64> {
@@ -63,6 +61,14 @@ fn float(c: &ModelConfig, key: &str) -> Result<Option<f64>> {
     }
 }
 
+fn string<'c>(c: &'c ModelConfig, key: &str, default: &'c str) -> Result<&'c str> {
+    match c.raw(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::String(s)) => Ok(s),
+        Some(v) => bail!("{key} is {v}: expected a string"),
+    }
+}
+
 fn flag(c: &ModelConfig, key: &str, default: bool) -> Result<bool> {
     match c.raw(key) {
         None | Some(Value::Null) => Ok(default),
@@ -81,6 +87,14 @@ impl Settings {
         let position_buckets = int(c, "position_buckets", -1)?;
         if position_buckets > 0 && position_buckets < 2 {
             bail!("position_buckets is {position_buckets}: it must be at least 2");
+        }
+        // The log buckets divide by log((max_relative_positions - 1) / (position_buckets / 2)).
+        if position_buckets > 0 && max_relative - 1 <= position_buckets / 2 {
+            bail!(
+                "max_relative_positions ({max_relative}) must exceed position_buckets / 2 + 1 \
+                 ({}) for the log buckets",
+                position_buckets / 2 + 1
+            );
         }
         if position_buckets > MAX_RELATIVE || max_relative > MAX_RELATIVE {
             bail!("position_buckets or max_relative_positions is too large");
@@ -122,11 +136,11 @@ impl Settings {
                 "conv_kernel_size is set: DeBERTa-v2's convolution layer (xlarge models) is not supported"
             );
         }
-        if let Some(size) = c.raw("attention_head_size").and_then(Value::as_u64)
-            && size as usize != c.head_dim()
-        {
+        let head_size = int(c, "attention_head_size", c.head_dim() as i64)?;
+        if head_size != c.head_dim() as i64 {
             bail!(
-                "attention_head_size {size} differs from hidden_size / num_attention_heads: not supported"
+                "attention_head_size {head_size} differs from hidden_size / num_attention_heads: \
+                 not supported"
             );
         }
         let pooler_hidden_size = match int(c, "pooler_hidden_size", c.hidden_size as i64)? {
@@ -136,10 +150,7 @@ impl Settings {
                 c.hidden_size
             ),
         };
-        let pooler_act = c
-            .raw("pooler_hidden_act")
-            .and_then(Value::as_str)
-            .unwrap_or("gelu");
+        let pooler_act = string(c, "pooler_hidden_act", "gelu")?;
         Ok(Self {
             relative_attention,
             span,
@@ -153,7 +164,6 @@ impl Settings {
             pooler_hidden_size,
             pooler_dropout: float(c, "pooler_dropout")?.unwrap_or(0.0),
             pooler_activation: Activation::named("pooler_hidden_act", pooler_act)?,
-            cls_dropout: float(c, "cls_dropout")?.unwrap_or(c.hidden_dropout_prob),
         })
     }
 
@@ -215,13 +225,19 @@ impl Relative {
         let mut c2p = Vec::with_capacity(queries * seq);
         for i in 0..queries {
             for j in 0..seq {
-                c2p.push(clamp(relative_position(settings, i, j) + span));
+                c2p.push(clamp(
+                    relative_position(settings, i, j).saturating_add(span),
+                ));
             }
         }
         let mut p2c = Vec::with_capacity(queries * seq);
         for j in 0..seq {
             for i in 0..queries {
-                p2c.push(clamp(-relative_position(settings, j, i) + span));
+                p2c.push(clamp(
+                    relative_position(settings, j, i)
+                        .saturating_neg()
+                        .saturating_add(span),
+                ));
             }
         }
         let lo = c2p.iter().chain(&p2c).copied().min().unwrap_or(0);
@@ -345,6 +361,10 @@ impl Architecture for DebertaV2 {
         "deberta"
     }
 
+    fn config_aliases(&self) -> &'static [(&'static str, &'static str)] {
+        &[("cls_dropout", "classifier_dropout")]
+    }
+
     fn config_defaults(&self) -> Vec<(&'static str, Value)> {
         vec![
             ("type_vocab_size", Value::from(0)),
@@ -434,7 +454,7 @@ impl Architecture for DebertaV2 {
             rel_norm,
             pooler: Linear::new(&root.pp("pooler.dense").head(), h, p)?,
             classifier: Linear::new(&root.pp("classifier").head(), p, num_labels)?,
-            dropout: settings.cls_dropout,
+            dropout: c.classifier_dropout_prob(),
             hidden_dropout: c.hidden_dropout_prob,
             settings,
         }))

@@ -132,7 +132,7 @@ impl Architecture for DistilBert {
             activation: c.activation()?,
             dropout: c.hidden_dropout_prob,
             attention_dropout: c.attention_probs_dropout_prob,
-            classifier_dropout: c.classifier_dropout.unwrap_or(0.2),
+            classifier_dropout: c.classifier_dropout_prob(),
         }))
     }
 }

@@ -23,6 +23,14 @@ impl Architecture for Electra {
         "electra"
     }
 
+    fn config_defaults(&self) -> Vec<(&'static str, serde_json::Value)> {
+        vec![("embedding_size", serde_json::Value::from(128))]
+    }
+
+    fn validate(&self, c: &ModelConfig) -> Result<()> {
+        super::bert::validate_token_types(c)
+    }
+
     fn output_layer(&self) -> &'static str {
         "classifier.out_proj"
     }

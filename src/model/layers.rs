@@ -6,6 +6,7 @@ use anyhow::Result;
 use candle_core::{DType, Tensor};
 
 use super::config::Activation;
+use super::int8::QuantizedLinear;
 use super::ops;
 use super::params::{Kind, Scope};
 
@@ -35,10 +36,6 @@ impl ForwardMode {
         }
     }
 
-    pub fn is_train(&self) -> bool {
-        self.train
-    }
-
     pub fn dropout(&mut self, x: &Tensor, p: f64) -> candle_core::Result<Tensor> {
         if !self.train || p <= 0.0 {
             return Ok(x.clone());
@@ -53,25 +50,39 @@ impl ForwardMode {
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
+    /// The weights quantized, when the model computes in int8 (see [`super::int8`]).
+    int8: Option<QuantizedLinear>,
 }
 
 impl Linear {
     pub fn new(s: &Scope, inputs: usize, outputs: usize) -> Result<Self> {
-        Ok(Self {
-            weight: s.get("weight", &[outputs, inputs], Kind::Weight)?,
-            bias: s.get("bias", &[outputs], Kind::Bias)?,
-        })
+        let weight = s.get("weight", &[outputs, inputs], Kind::Weight)?;
+        let bias = s.get("bias", &[outputs], Kind::Bias)?;
+        Self::with(s, weight, bias)
     }
 
     /// A layer without a bias (`bias=False`): only the weight is a parameter.
     pub fn without_bias(s: &Scope, inputs: usize, outputs: usize) -> Result<Self> {
         let weight = s.get("weight", &[outputs, inputs], Kind::Weight)?;
         let bias = Tensor::zeros(outputs, weight.dtype(), weight.device())?;
-        Ok(Self { weight, bias })
+        Self::with(s, weight, bias)
+    }
+
+    fn with(s: &Scope, weight: Tensor, bias: Tensor) -> Result<Self> {
+        let int8 = s
+            .int8()
+            .map(|kernel| QuantizedLinear::new(&weight, &bias, kernel))
+            .transpose()?;
+        Ok(Self { weight, bias, int8 })
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::linear(x, &self.weight, &self.bias)
+        match &self.int8 {
+            Some(q) if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                x.contiguous()?.apply_op1_no_bwd(q)
+            }
+            _ => ops::linear(x, &self.weight, &self.bias),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod deberta;
 pub mod distilbert;
 pub mod electra;
+pub mod int8;
 pub mod layers;
 pub mod ops;
 pub mod params;
@@ -38,12 +39,25 @@ pub struct SequenceClassifier {
     /// Every parameter in the order the network asked for them (transformers' order),
     /// sharing storage with the network.
     params: Vec<Param>,
+    /// The int8 kernel of a model quantized for inference.
+    int8: Option<int8::Kernel>,
 }
 
 impl SequenceClassifier {
     /// Builds the model for `config`'s architecture, taking every parameter from `source`.
     pub fn build(config: &ModelConfig, num_labels: usize, source: &mut dyn Source) -> Result<Self> {
-        let registry = Registry::new(source);
+        Self::build_with(config, num_labels, source, None)
+    }
+
+    /// As [`SequenceClassifier::build`], with every linear layer quantized to int8 for
+    /// inference when `int8` names a kernel.
+    pub fn build_with(
+        config: &ModelConfig,
+        num_labels: usize,
+        source: &mut dyn Source,
+        int8: Option<int8::Kernel>,
+    ) -> Result<Self> {
+        let registry = Registry::new(source).with_int8(int8);
         let network = config
             .architecture()
             .build(config, num_labels, &registry.root())?;
@@ -52,7 +66,20 @@ impl SequenceClassifier {
             network,
             num_labels,
             params: registry.into_params(),
+            int8,
         })
+    }
+
+    /// The same weights with every linear layer computing in int8 (inference only: the
+    /// quantized product has no gradient).
+    pub fn quantized(&self, kernel: int8::Kernel) -> Result<Self> {
+        let tensors = self.named_tensors().into_iter().collect();
+        Self::build_with(
+            &self.config,
+            self.num_labels,
+            &mut Tensors(&tensors),
+            Some(kernel),
+        )
     }
 
     /// Builds the model from a complete set of named parameters. The tensors are used as they
@@ -91,7 +118,12 @@ impl SequenceClassifier {
             .iter()
             .map(|p| Ok((p.name.clone(), f(&p.tensor)?)))
             .collect::<Result<_>>()?;
-        Self::from_tensors(&self.config, self.num_labels, &tensors)
+        Self::build_with(
+            &self.config,
+            self.num_labels,
+            &mut Tensors(&tensors),
+            self.int8,
+        )
     }
 
     /// The same model on weights cast to `dtype`; the casts stay in the graph, so gradients

@@ -73,6 +73,8 @@ impl Param {
 pub struct Registry<'s> {
     source: RefCell<&'s mut dyn Source>,
     params: RefCell<Vec<Param>>,
+    /// Linear layers computing in int8 with this kernel (inference only).
+    int8: Option<super::int8::Kernel>,
 }
 
 impl<'s> Registry<'s> {
@@ -80,7 +82,14 @@ impl<'s> Registry<'s> {
         Self {
             source: RefCell::new(source),
             params: RefCell::new(Vec::new()),
+            int8: None,
         }
+    }
+
+    /// Linear layers quantize their weights and compute in int8 with `kernel`.
+    pub fn with_int8(mut self, kernel: Option<super::int8::Kernel>) -> Self {
+        self.int8 = kernel;
+        self
     }
 
     /// The scope of the whole model (no prefix).
@@ -128,8 +137,9 @@ impl<'r, 's> Scope<'r, 's> {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
+    /// The int8 kernel linear layers compute with, if the model is quantized.
+    pub fn int8(&self) -> Option<super::int8::Kernel> {
+        self.registry.int8
     }
 
     fn full(&self, name: &str) -> String {

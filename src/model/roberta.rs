@@ -80,6 +80,7 @@ impl Architecture for Roberta {
     }
 
     fn validate(&self, c: &ModelConfig) -> Result<()> {
+        super::bert::validate_token_types(c)?;
         if c.max_position_embeddings <= c.pad_token_id as usize + 1 {
             bail!(
                 "max_position_embeddings is {}: RoBERTa's positions start after pad_token_id {}, \

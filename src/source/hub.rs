@@ -137,8 +137,9 @@ fn fetch_with(settings: &Settings, repo_id: &str, revision: &str) -> Result<Path
     // An architecture bertcls cannot build is refused before gigabytes of weights come.
     crate::model::ModelConfig::load(&repo.snapshot(&commit))?;
     if let Err(e) = download.first_of(TOKENIZER) {
+        // A failed probe keeps the first error, which says what went wrong.
         for name in crate::tokenize::SENTENCEPIECE_FILES {
-            if download.exists(name)? {
+            if download.exists(name).unwrap_or(false) {
                 bail!(
                     "the repository has {name} but no tokenizer.json: {}",
                     crate::tokenize::CONVERT_SENTENCEPIECE

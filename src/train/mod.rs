@@ -344,6 +344,9 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
     eprintln!("model: {}", model_dir.display());
     let model_config = model_config_for_training(&model_dir, config)?;
     let tokenizer = TextEncoder::load(&model_dir, config.max_seq_length)?;
+    model_config
+        .check_vocabulary(tokenizer.tokenizer().get_vocab_size(true))
+        .with_context(|| model_dir.display().to_string())?;
 
     let started = Instant::now();
     let data = prepare_data(config, &tokenizer)?;

@@ -135,6 +135,7 @@ pub(super) fn tune_thresholds(
         &LoadOptions {
             max_seq_length: Some(config.max_seq_length),
             device: device.clone(),
+            int8: None,
         },
     )?;
     let logits = classifier.logits(

@@ -1,0 +1,314 @@
+//! Dynamic int8 quantization of linear layers, for inference (`--quantize int8`).
+//!
+//! Weights are quantized once, per output channel, symmetric, to 7 bits ([-63, 63]);
+//! activations per row at run time, asymmetric, to 8 bits ([0, 255] with a zero point). Each
+//! output is `scale_x * scale_w * (sum(q_x * q_w) - zero_x * sum(q_w)) + bias`, the sum exact
+//! in i32. Seven-bit weights are ONNX Runtime's `reduce_range` for CPUs without VNNI: AVX2's
+//! `vpmaddubsw` adds two u8 x i8 products into a saturating i16, and 2 x 255 x 63 fits where
+//! 2 x 255 x 127 does not; every kernel uses the same weights, so every CPU gives the same
+//! integers.
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+/// The largest weight magnitude after quantization (7 bits).
+const WEIGHT_MAX: f32 = 63.0;
+/// Output columns per packed block, and inputs per group: one 256-bit register holds a block's
+/// 4 inputs of 8 columns.
+const COLS: usize = 8;
+const GROUP: usize = 4;
+/// Rows a kernel call computes at once.
+const ROWS: usize = 4;
+
+/// Which kernel computes the integer products; all give identical results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX2 `vpmaddubsw` + `vpmaddwd`.
+    Avx2,
+    /// Plain Rust, for any CPU.
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Kernel::Avx2;
+        }
+        Kernel::Portable
+    }
+}
+
+/// A linear layer's weights, quantized and packed for the kernels.
+#[derive(Debug, Clone)]
+pub struct QuantizedLinear {
+    inputs: usize,
+    outputs: usize,
+    /// `[column block][input group][column in block][input in group]`, zero-padded.
+    packed: Vec<i8>,
+    /// Per output: the weight scale, `sum(q_w)` and the bias.
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+    bias: Vec<f32>,
+    kernel: Kernel,
+}
+
+impl QuantizedLinear {
+    /// Quantizes `weight` (outputs, inputs) and `bias` (outputs).
+    pub fn new(weight: &Tensor, bias: &Tensor, kernel: Kernel) -> Result<Self> {
+        let (outputs, inputs) = weight.dims2()?;
+        let w: Vec<Vec<f32>> = weight.to_dtype(DType::F32)?.to_vec2()?;
+        let bias: Vec<f32> = bias.to_dtype(DType::F32)?.to_vec1()?;
+        let groups = inputs.div_ceil(GROUP);
+        let blocks = outputs.div_ceil(COLS);
+        let mut packed = vec![0i8; blocks * groups * COLS * GROUP];
+        let mut scales = vec![0f32; outputs];
+        let mut sums = vec![0i32; outputs];
+        for (o, row) in w.iter().enumerate() {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = if max > 0.0 { max / WEIGHT_MAX } else { 1.0 };
+            scales[o] = scale;
+            let (block, col) = (o / COLS, o % COLS);
+            for (k, v) in row.iter().enumerate() {
+                let q = (v / scale).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8;
+                sums[o] += q as i32;
+                let at = ((block * groups + k / GROUP) * COLS + col) * GROUP + k % GROUP;
+                packed[at] = q;
+            }
+        }
+        Ok(Self {
+            inputs,
+            outputs,
+            packed,
+            scales,
+            sums,
+            bias,
+            kernel,
+        })
+    }
+
+    /// The same weights computed by `kernel`.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// `x` (rows, inputs) f32 -> (rows, outputs).
+    fn run(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let groups = self.inputs.div_ceil(GROUP);
+        let width = groups * GROUP;
+        let mut out = vec![0f32; rows * self.outputs];
+        out.par_chunks_mut(ROWS * self.outputs)
+            .enumerate()
+            .for_each(|(chunk, out)| {
+                let first = chunk * ROWS;
+                let n = out.len() / self.outputs;
+                let mut q = vec![0u8; ROWS * width];
+                let mut scale = [0f32; ROWS];
+                let mut zero = [0i32; ROWS];
+                for r in 0..n {
+                    let row = &x[(first + r) * self.inputs..(first + r + 1) * self.inputs];
+                    (scale[r], zero[r]) =
+                        quantize_row(row, &mut q[r * width..r * width + self.inputs]);
+                }
+                let block_len = groups * COLS * GROUP;
+                let blocks = self.outputs.div_ceil(COLS);
+                let mut acc = [[[0i32; COLS]; ROWS]; 2];
+                for pair in (0..blocks).step_by(2) {
+                    let two = pair + 1 < blocks;
+                    let w = &self.packed[pair * block_len..][..block_len];
+                    match self.kernel {
+                        #[cfg(target_arch = "x86_64")]
+                        Kernel::Avx2 if two => {
+                            let w2 = &self.packed[(pair + 1) * block_len..][..block_len];
+                            let [a, b] = &mut acc;
+                            // SAFETY: Kernel::Avx2 is only chosen where the CPU has AVX2.
+                            unsafe { avx2::blocks(&q, width, w, w2, groups, a, b) }
+                        }
+                        _ => {
+                            portable_block(&q, width, w, groups, &mut acc[0]);
+                            if two {
+                                let w2 = &self.packed[(pair + 1) * block_len..][..block_len];
+                                portable_block(&q, width, w2, groups, &mut acc[1]);
+                            }
+                        }
+                    }
+                    for (half, acc) in acc.iter().enumerate().take(1 + two as usize) {
+                        let base = (pair + half) * COLS;
+                        for r in 0..n {
+                            let out = &mut out[r * self.outputs..(r + 1) * self.outputs];
+                            for (c, sum) in acc[r].iter().enumerate().take(self.outputs - base) {
+                                let o = base + c;
+                                let exact = sum - zero[r] * self.sums[o];
+                                out[o] = scale[r] * self.scales[o] * exact as f32 + self.bias[o];
+                            }
+                        }
+                    }
+                }
+            });
+        out
+    }
+}
+
+/// Quantizes `row` into `q` (u8 with a zero point); returns (scale, zero point). The range
+/// always holds 0, so that 0 (padding's contribution, ReLU's floor) is exact.
+fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
+    let (lo, hi) = row
+        .iter()
+        .fold((0f32, 0f32), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    let zero = (-lo / scale).round().clamp(0.0, 255.0);
+    for (q, v) in q.iter_mut().zip(row) {
+        *q = (v / scale + zero).round().clamp(0.0, 255.0) as u8;
+    }
+    (scale, zero as i32)
+}
+
+/// `acc[r][c] = sum over inputs of q[r] * w[c]` for one block of columns: the reference the
+/// SIMD kernels are tested against.
+fn portable_block(q: &[u8], width: usize, w: &[i8], groups: usize, acc: &mut [[i32; COLS]; ROWS]) {
+    for (r, acc) in acc.iter_mut().enumerate() {
+        let x = &q[r * width..(r + 1) * width];
+        *acc = [0; COLS];
+        for g in 0..groups {
+            let w = &w[g * COLS * GROUP..(g + 1) * COLS * GROUP];
+            for (c, sum) in acc.iter_mut().enumerate() {
+                for i in 0..GROUP {
+                    *sum += x[g * GROUP + i] as i32 * w[c * GROUP + i] as i32;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{COLS, GROUP, ROWS};
+
+    /// [`super::portable_block`] for two adjacent column blocks at once (`w2`: the second
+    /// block's weights), with `vpmaddubsw` (u8 x i8 pairs into i16, which 7-bit weights keep
+    /// from saturating) and `vpmaddwd` (pairs into i32): 8 accumulators, and each broadcast
+    /// activation group feeds both blocks.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn blocks(
+        q: &[u8],
+        width: usize,
+        w: &[i8],
+        w2: &[i8],
+        groups: usize,
+        acc: &mut [[i32; COLS]; ROWS],
+        acc2: &mut [[i32; COLS]; ROWS],
+    ) {
+        assert!(q.len() >= ROWS * width && width >= groups * GROUP);
+        assert!(w.len() >= groups * COLS * GROUP && w2.len() >= groups * COLS * GROUP);
+        let ones = _mm256_set1_epi16(1);
+        let mut sums = [_mm256_setzero_si256(); ROWS];
+        let mut sums2 = [_mm256_setzero_si256(); ROWS];
+        for g in 0..groups {
+            // SAFETY: the asserts above bound every read; all loads are unaligned.
+            unsafe {
+                let wv = _mm256_loadu_si256(w.as_ptr().add(g * COLS * GROUP) as *const __m256i);
+                let wv2 = _mm256_loadu_si256(w2.as_ptr().add(g * COLS * GROUP) as *const __m256i);
+                for r in 0..ROWS {
+                    let x = (q.as_ptr().add(r * width + g * GROUP) as *const i32).read_unaligned();
+                    let x = _mm256_set1_epi32(x);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(x, wv), ones);
+                    let p2 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, wv2), ones);
+                    sums[r] = _mm256_add_epi32(sums[r], p);
+                    sums2[r] = _mm256_add_epi32(sums2[r], p2);
+                }
+            }
+        }
+        for r in 0..ROWS {
+            // SAFETY: acc[r] and acc2[r] are 8 i32 each: one 256-bit store.
+            unsafe {
+                _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, sums[r]);
+                _mm256_storeu_si256(acc2[r].as_mut_ptr() as *mut __m256i, sums2[r]);
+            }
+        }
+    }
+}
+
+impl CustomOp1 for QuantizedLinear {
+    fn name(&self) -> &'static str {
+        "int8-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            bail!("int8-linear: expected f32 input");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            bail!("int8-linear: expected a contiguous input");
+        };
+        let dims = layout.shape().dims();
+        if dims.last() != Some(&self.inputs) {
+            bail!(
+                "int8-linear: input {dims:?} does not end in {}",
+                self.inputs
+            );
+        }
+        let rows = layout.shape().elem_count() / self.inputs;
+        let out = self.run(&data[start..end], rows);
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("checked above") = self.outputs;
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn random(shape: (usize, usize), seed: u64) -> Tensor {
+        let mut rng = crate::rng::Rng::new(seed);
+        let n = shape.0 * shape.1;
+        let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn every_kernel_gives_the_same_integers_and_tracks_the_f32_product() {
+        // Sizes that leave partial column blocks, input groups and row chunks.
+        for (rows, inputs, outputs) in [(1, 4, 8), (7, 37, 13), (33, 384, 1152), (5, 1536, 384)] {
+            let x = random((rows, inputs), 1);
+            let w = (random((outputs, inputs), 2) * 0.05).unwrap();
+            let b = random((1, outputs), 3).squeeze(0).unwrap();
+            let exact = x
+                .matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
+            let portable = QuantizedLinear::new(&w, &b, Kernel::Portable).unwrap();
+            let ours = x.apply_op1_no_bwd(&portable).unwrap();
+            let fast = x
+                .apply_op1_no_bwd(&portable.clone().with_kernel(Kernel::detect()))
+                .unwrap();
+            let diff = (&ours - &fast).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(
+                diff.to_scalar::<f32>().unwrap(),
+                0.0,
+                "{:?}",
+                Kernel::detect()
+            );
+            // Quantization error: about 1% of the output scale.
+            let err = (&ours - &exact).unwrap().abs().unwrap().max_all().unwrap();
+            let scale = exact.abs().unwrap().max_all().unwrap();
+            let relative = err.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap();
+            assert!(relative < 0.02, "{rows}x{inputs}x{outputs}: {relative}");
+        }
+    }
+
+    #[test]
+    fn zero_is_exact_and_constant_rows_do_not_divide_by_zero() {
+        let mut q = [0u8; 4];
+        assert_eq!(quantize_row(&[0.0; 4], &mut q), (1.0, 0));
+        let (scale, zero) = quantize_row(&[-1.0, 0.0, 0.5, 3.0], &mut q);
+        assert_eq!(q[1] as i32, zero, "0 maps to the zero point");
+        assert!((scale - 4.0 / 255.0).abs() < 1e-7);
+    }
+}
