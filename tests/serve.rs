@@ -177,6 +177,11 @@ const TEXTS: [&str; 5] = [
 
 /// `bertcls predict --all-probs` over TEXTS (and, for pairs, the next text as the pair).
 fn offline(model: &Path, pairs: bool) -> Vec<Value> {
+    offline_with(model, pairs, &[])
+}
+
+/// [`offline`] with `extra` arguments for `bertcls predict`.
+fn offline_with(model: &Path, pairs: bool, extra: &[&str]) -> Vec<Value> {
     let dir = model.parent().unwrap();
     let input = dir.join("in.jsonl");
     let output = dir.join("out.jsonl");
@@ -209,6 +214,7 @@ fn offline(model: &Path, pairs: bool) -> Vec<Value> {
     if pairs {
         args.extend(["--text-pair-column", "pair"]);
     }
+    args.extend(extra);
     ok(bertcls(&dir.join("cache")).args(&args).output().unwrap());
     std::fs::read_to_string(&output)
         .unwrap()
@@ -336,6 +342,27 @@ fn answers_equal_bertcls_predict_for_every_task() {
                 "every label says whether it is predicted"
             );
         }
+    }
+}
+
+#[test]
+fn int8_serving_answers_as_int8_predict_whatever_the_batch() {
+    let problem_type = "single_label_classification";
+    let dir = model("int8", &["neg", "neutral", "pos"], problem_type);
+    let server = Server::start(&dir, &["--quantize", "int8"], &[]);
+    let rows = offline_with(&dir, false, &["--quantize", "int8"]);
+    // Activations are quantized per token, so batching and padding change nothing.
+    for (text, row) in TEXTS.iter().zip(&rows) {
+        same_answer(
+            &server.predict(json!({ "inputs": text })),
+            row,
+            problem_type,
+        );
+    }
+    let inputs: Vec<Value> = TEXTS.iter().map(|t| json!([t])).collect();
+    let batch = server.predict(json!({ "inputs": inputs }));
+    for (answer, row) in batch.as_array().unwrap().iter().zip(&rows) {
+        same_answer(answer, row, problem_type);
     }
 }
 
