@@ -96,58 +96,89 @@ impl QuantizedLinear {
 
     /// `x` (rows, inputs) f32 -> (rows, outputs).
     fn run(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let groups = self.inputs.div_ceil(GROUP);
-        let width = groups * GROUP;
         let mut out = vec![0f32; rows * self.outputs];
         out.par_chunks_mut(ROWS * self.outputs)
             .enumerate()
-            .for_each(|(chunk, out)| {
-                let first = chunk * ROWS;
-                let n = out.len() / self.outputs;
-                let mut q = vec![0u8; ROWS * width];
-                let mut scale = [0f32; ROWS];
-                let mut zero = [0i32; ROWS];
-                for r in 0..n {
-                    let row = &x[(first + r) * self.inputs..(first + r + 1) * self.inputs];
-                    (scale[r], zero[r]) =
-                        quantize_row(row, &mut q[r * width..r * width + self.inputs]);
-                }
-                let block_len = groups * COLS * GROUP;
-                let blocks = self.outputs.div_ceil(COLS);
-                let mut acc = [[[0i32; COLS]; ROWS]; 2];
-                for pair in (0..blocks).step_by(2) {
-                    let two = pair + 1 < blocks;
-                    let w = &self.packed[pair * block_len..][..block_len];
-                    match self.kernel {
-                        #[cfg(target_arch = "x86_64")]
-                        Kernel::Avx2 if two => {
-                            let w2 = &self.packed[(pair + 1) * block_len..][..block_len];
-                            let [a, b] = &mut acc;
-                            // SAFETY: Kernel::Avx2 is only chosen where the CPU has AVX2.
-                            unsafe { avx2::blocks(&q, width, w, w2, groups, a, b) }
-                        }
-                        _ => {
-                            portable_block(&q, width, w, groups, &mut acc[0]);
-                            if two {
-                                let w2 = &self.packed[(pair + 1) * block_len..][..block_len];
-                                portable_block(&q, width, w2, groups, &mut acc[1]);
-                            }
-                        }
-                    }
-                    for (half, acc) in acc.iter().enumerate().take(1 + two as usize) {
-                        let base = (pair + half) * COLS;
-                        for r in 0..n {
-                            let out = &mut out[r * self.outputs..(r + 1) * self.outputs];
-                            for (c, sum) in acc[r].iter().enumerate().take(self.outputs - base) {
-                                let o = base + c;
-                                let exact = sum - zero[r] * self.sums[o];
-                                out[o] = scale[r] * self.scales[o] * exact as f32 + self.bias[o];
-                            }
-                        }
-                    }
-                }
+            .for_each(|(chunk, out)| match self.kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Kernel::Avx2 is only chosen where the CPU has AVX2.
+                Kernel::Avx2 => unsafe { self.rows_avx2(x, chunk * ROWS, out) },
+                _ => self.rows(x, chunk * ROWS, out, portable_pair),
             });
         out
+    }
+
+    /// [`QuantizedLinear::rows`] compiled for AVX2, so that quantizing and dequantizing
+    /// vectorize too (rounding included: without SSE4.1 each rounding is a libm call).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2(&self, x: &[f32], first: usize, out: &mut [f32]) {
+        self.rows(x, first, out, |q, width, w, w2, groups, acc| {
+            // SAFETY: this function only runs where the CPU has AVX2.
+            unsafe { avx2::pair(q, width, w, w2, groups, acc) }
+        })
+    }
+
+    /// The outputs of rows `first..` (as many as `out` holds): each row quantized, then
+    /// every pair of column blocks summed by `pair` and dequantized.
+    #[inline(always)]
+    fn rows(
+        &self,
+        x: &[f32],
+        first: usize,
+        out: &mut [f32],
+        pair: impl Fn(&[u8], usize, &[i8], Option<&[i8]>, usize, &mut Accumulators),
+    ) {
+        let groups = self.inputs.div_ceil(GROUP);
+        let width = groups * GROUP;
+        let n = out.len() / self.outputs;
+        let mut q = vec![0u8; ROWS * width];
+        let mut scale = [0f32; ROWS];
+        let mut zero = [0i32; ROWS];
+        for r in 0..n {
+            let row = &x[(first + r) * self.inputs..(first + r + 1) * self.inputs];
+            (scale[r], zero[r]) = quantize_row(row, &mut q[r * width..r * width + self.inputs]);
+        }
+        let block_len = groups * COLS * GROUP;
+        let blocks = self.outputs.div_ceil(COLS);
+        let mut acc = [[[0i32; COLS]; ROWS]; 2];
+        for first_block in (0..blocks).step_by(2) {
+            let two = first_block + 1 < blocks;
+            let w = &self.packed[first_block * block_len..][..block_len];
+            let w2 = two.then(|| &self.packed[(first_block + 1) * block_len..][..block_len]);
+            pair(&q, width, w, w2, groups, &mut acc);
+            for (half, acc) in acc.iter().enumerate().take(1 + two as usize) {
+                let base = (first_block + half) * COLS;
+                let cols = COLS.min(self.outputs - base);
+                for r in 0..n {
+                    let out = &mut out[r * self.outputs + base..][..cols];
+                    let (sums, scales) = (&self.sums[base..][..cols], &self.scales[base..][..cols]);
+                    let bias = &self.bias[base..][..cols];
+                    for c in 0..cols {
+                        let exact = acc[r][c] - zero[r] * sums[c];
+                        out[c] = scale[r] * scales[c] * exact as f32 + bias[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The sums of two column blocks for every row of a chunk.
+type Accumulators = [[[i32; COLS]; ROWS]; 2];
+
+/// [`portable_block`] for one or two column blocks.
+fn portable_pair(
+    q: &[u8],
+    width: usize,
+    w: &[i8],
+    w2: Option<&[i8]>,
+    groups: usize,
+    acc: &mut Accumulators,
+) {
+    portable_block(q, width, w, groups, &mut acc[0]);
+    if let Some(w2) = w2 {
+        portable_block(q, width, w2, groups, &mut acc[1]);
     }
 }
 
@@ -158,9 +189,12 @@ fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
         .iter()
         .fold((0f32, 0f32), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-    let zero = (-lo / scale).round().clamp(0.0, 255.0);
+    // Ties to even, as ONNX Runtime's QuantizeLinear rounds; unlike `round`, it is one
+    // vectorizable instruction, not a call per element.
+    let zero = (-lo / scale).round_ties_even().clamp(0.0, 255.0);
+    let inverse = 1.0 / scale;
     for (q, v) in q.iter_mut().zip(row) {
-        *q = (v / scale + zero).round().clamp(0.0, 255.0) as u8;
+        *q = (v * inverse + zero).round_ties_even().clamp(0.0, 255.0) as u8;
     }
     (scale, zero as i32)
 }
@@ -193,7 +227,7 @@ mod avx2 {
     /// from saturating) and `vpmaddwd` (pairs into i32): 8 accumulators, and each broadcast
     /// activation group feeds both blocks.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn blocks(
+    unsafe fn blocks(
         q: &[u8],
         width: usize,
         w: &[i8],
@@ -228,6 +262,24 @@ mod avx2 {
                 _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, sums[r]);
                 _mm256_storeu_si256(acc2[r].as_mut_ptr() as *mut __m256i, sums2[r]);
             }
+        }
+    }
+
+    /// One or two column blocks (a layer's last block may be alone).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn pair(
+        q: &[u8],
+        width: usize,
+        w: &[i8],
+        w2: Option<&[i8]>,
+        groups: usize,
+        acc: &mut super::Accumulators,
+    ) {
+        let [a, b] = acc;
+        match w2 {
+            // SAFETY: the caller runs this only where the CPU has AVX2.
+            Some(w2) => unsafe { blocks(q, width, w, w2, groups, a, b) },
+            None => super::portable_block(q, width, w, groups, a),
         }
     }
 }
