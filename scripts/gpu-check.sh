@@ -16,12 +16,13 @@
 #
 # Options:
 #   --until-gpu        stop before the first GPU step, exit 0 when every step before it passed
+#                      (alias: --dry-run)
 #   --full-suite       also run the whole test suite in the CUDA build (`cargo test --features cuda`)
 #   --cpu-train        also train the same recipe on the CPU and compare it with the GPU model
 #   --no-reference     skip the PyTorch reference
 #   --epochs N         num_train_epochs (default: the config's, 1)
 #   --set KEY=VALUE    one more override for every training run (repeatable)
-#   --out DIR          where results go (default target/gpu-check)
+#   --out DIR          where results go (default target/gpu-check; relative to the repository)
 # Environment:
 #   BERTCLS               CPU bertcls binary to use instead of `cargo build --release`
 #   GPU_CHECK_BASE_MODEL  base model source instead of the config's model_name_or_path
@@ -44,7 +45,7 @@ while [ $# -gt 0 ]; do
     --epochs) EPOCHS=${2:?--epochs needs a number}; shift ;;
     --set) EXTRA_SETS+=("${2:?--set needs KEY=VALUE}"); shift ;;
     --out) OUT=${2:?--out needs a folder}; shift ;;
-    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument \`$1\` (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -172,7 +173,8 @@ for s in steps:
     md.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} | {note.replace('|', '/')} |")
 runs = results.get("compare", {}).get("runs", [])
 if runs:
-    md += ["", "SST-2 dev (872 rows). Agreement: share of dev labels equal to the first run's.", "",
+    md += ["", "SST-2 dev (872 rows). PyTorch rows: scripts/reference/sst2_pytorch.py's loop (random batches; "
+           "bertcls uses the config's group_by_length). Last column: share of dev labels equal to bertcls f32's on the GPU.", "",
            "| run | trained on | train rows | train s | train examples/s | dev acc (training's eval) | dev acc, predicted on GPU | dev acc, predicted on CPU | GPU vs CPU labels | same labels as bertcls f32 GPU |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
@@ -181,6 +183,10 @@ if runs:
             fmt(r.get("train_seconds"), ".1f"), fmt(r.get("train_examples_per_second"), ".1f"),
             fmt(r.get("eval_accuracy")), fmt(r.get("dev_accuracy_gpu")), fmt(r.get("dev_accuracy_cpu")),
             fmt(r.get("gpu_cpu_agreement"), ".2%"), fmt(r.get("agreement_with_f32_gpu"), ".2%")))
+pp = results.get("compare", {}).get("pytorch_predicts_bertcls_f32_model_on_gpu")
+if pp:
+    md += ["", "PyTorch predicting SST-2 dev on the GPU with bertcls' f32 model: {} same labels as bertcls on the GPU, {} examples/s.".format(
+        fmt(pp.get("agreement_with_bertcls_gpu"), ".2%"), fmt(pp.get("examples_per_second"), ".0f"))]
 open(os.path.join(out, "gpu-check.md"), "w").write("\n".join(md) + "\n")
 PY
   log "wrote $OUT/gpu-check.json and $OUT/gpu-check.md"
