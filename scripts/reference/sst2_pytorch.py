@@ -2,6 +2,11 @@
 
     python scripts/reference/sst2_pytorch.py train BASE_MODEL_DIR --seed 42
     python scripts/reference/sst2_pytorch.py predict FINE_TUNED_DIR
+    python scripts/reference/sst2_pytorch.py train BASE_MODEL_DIR --device cuda --train-rows 67349 --bf16
+
+--device, --train-rows and --bf16 are for scripts/gpu-check.sh: the same loop on a GPU, on all
+of SST-2's training rows, with bfloat16 autocast (PyTorch's mixed precision; master weights and
+optimizer state stay f32). The defaults are the CPU benchmark's.
 
 train: the SST-2 recipe of configs/sentiment.toml as a plain PyTorch loop (no Trainer
 overhead): the first 8,000 rows of data/sst2/train.tsv, shuffled, 1 epoch, batch 32, max length
@@ -46,22 +51,40 @@ def prediction_set(extra_rows):
     return dev_texts + texts[TRAIN_ROWS : TRAIN_ROWS + extra_rows]
 
 
-def predict(model, tokenizer, texts):
+def predict(model, tokenizer, texts, device="cpu"):
     out = []
     with torch.no_grad():
         for b in range(0, len(texts), 64):
             batch = tokenizer(texts[b : b + 64], padding=True, truncation=True, max_length=64, return_tensors="pt")
-            out.extend(model(**batch).logits.argmax(-1).tolist())
+            out.extend(model(**batch.to(device)).logits.argmax(-1).tolist())
     return out
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_fields(device):
+    """What the JSON says about the device: its name and, on a GPU, peak GPU memory."""
+    if device.type != "cuda":
+        return {"device": str(device)}
+    return {
+        "device": f"{device} ({torch.cuda.get_device_name(device)})",
+        "gpu_peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+    }
 
 
 def predict_command(args):
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
+    device = torch.device(args.device)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model).eval().to(device)
     texts = prediction_set(args.extra_rows)
-    predict(model, tokenizer, texts[:64])  # warm-up
+    predict(model, tokenizer, texts[:64], device)  # warm-up
+    synchronize(device)
     start = time.perf_counter()
-    predictions = predict(model, tokenizer, texts)
+    predictions = predict(model, tokenizer, texts, device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     print(json.dumps({
         "rows": len(texts),
@@ -69,6 +92,7 @@ def predict_command(args):
         "examples_per_second": len(texts) / seconds,
         "labels": [model.config.id2label[p] for p in predictions],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **device_fields(device),
     }))
 
 
@@ -76,10 +100,11 @@ def train_command(args):
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     texts, labels = read_tsv(ROOT / "data/sst2/train.tsv", "sentence")
-    train_texts, train_labels = texts[:TRAIN_ROWS], labels[:TRAIN_ROWS]
+    train_texts, train_labels = texts[: args.train_rows], labels[: args.train_rows]
     dev_texts, dev_labels = read_tsv(ROOT / "data/sst2/dev.tsv", "content")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
+    device = torch.device(args.device)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2).to(device)
     encoded = tokenizer(train_texts, truncation=True, max_length=64)["input_ids"]
 
     decay = [p for n, p in model.named_parameters() if not (n.endswith(".bias") or "LayerNorm" in n)]
@@ -99,16 +124,19 @@ def train_command(args):
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
         real += int(batch["attention_mask"].sum())
         padded += batch["input_ids"].numel()
-        loss = model(**batch, labels=torch.tensor([train_labels[i] for i in idx])).loss
+        targets = torch.tensor([train_labels[i] for i in idx])
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(**batch.to(device), labels=targets.to(device)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
+    synchronize(device)
     train_seconds = time.perf_counter() - start
 
     model.eval()
-    dev_predictions = predict(model, tokenizer, dev_texts)
+    dev_predictions = predict(model, tokenizer, dev_texts, device)
     accuracy = sum(p == l for p, l in zip(dev_predictions, dev_labels)) / len(dev_labels)
     print(json.dumps({
         "seed": args.seed,
@@ -118,8 +146,12 @@ def train_command(args):
         "real_tokens": real,
         "padded_tokens": padded,
         "dev_accuracy": accuracy,
+        "dev_labels": dev_predictions,
+        "train_rows": len(encoded),
+        "bf16": args.bf16,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch": torch.__version__,
+        **device_fields(device),
     }))
 
 
@@ -130,6 +162,9 @@ def main():
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--extra-rows", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--train-rows", type=int, default=TRAIN_ROWS, help="first rows of train.tsv to train on")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (mixed precision)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.command == "train":

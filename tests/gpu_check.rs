@@ -1,0 +1,121 @@
+//! scripts/gpu-check.sh up to the GPU boundary, as CI can run it: no GPU, no network (the tiny
+//! fixture model stands in for the config's base model), the binary under test instead of a build.
+//! The steps after the boundary run only on a GPU machine (tests/gpu.rs, training on SST-2).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{Fixture, stderr};
+use serde_json::Value;
+
+fn gpu_check(fx: &Fixture, out: &Path, args: &[&str]) -> (Output, Value) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("bash")
+        .arg(repo.join("scripts/gpu-check.sh"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .arg("--no-reference")
+        .env("BERTCLS", env!("CARGO_BIN_EXE_bertcls"))
+        .env("GPU_CHECK_BASE_MODEL", &fx.model)
+        // Never a real GPU, even on a machine that has one.
+        .env("GPU_CHECK_NVIDIA_SMI", fx.path("no-such-nvidia-smi"))
+        .env("BERTCLS_CACHE", &fx.cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let report = std::fs::read(out.join("gpu-check.json"))
+        .unwrap_or_else(|e| panic!("no gpu-check.json ({e}): {}", stderr(&output)));
+    (output, serde_json::from_slice(&report).unwrap())
+}
+
+fn statuses(report: &Value) -> Vec<(String, String)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+const CPU_STEPS: [&str; 4] = ["preflight", "cpu_build", "base_model", "cpu_smoke"];
+
+#[test]
+fn runs_every_step_before_the_gpu_then_stops_there() {
+    let fx = Fixture::new("gpu-check");
+
+    // --until-gpu: the CPU steps pass, the GPU steps are planned, exit 0.
+    let out = fx.path("until-gpu");
+    let (run, report) = gpu_check(&fx, &out, &["--until-gpu"]);
+    let err = stderr(&run);
+    assert!(run.status.success(), "{err}");
+    assert_eq!(report["mode"], "until-gpu");
+    assert_eq!(report["ok"], true, "{report}");
+    let steps = statuses(&report);
+    for name in CPU_STEPS {
+        assert!(
+            steps.contains(&(name.into(), "ok".into())),
+            "{name}: {steps:?}\n{err}"
+        );
+    }
+    for name in ["gpu_probe", "cuda_build", "device_tests", "train_gpu_bf16"] {
+        assert!(
+            steps.contains(&(name.into(), "planned".into())),
+            "{name}: {steps:?}"
+        );
+    }
+    assert_eq!(
+        report["steps_run"].as_array().unwrap().len(),
+        CPU_STEPS.len()
+    );
+    // The exact GPU training command ran one step on the CPU over every SST-2 training row.
+    assert_eq!(report["results"]["cpu_smoke"]["train_samples"], 67349);
+    let smoke = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "cpu_smoke")
+        .unwrap();
+    let command = smoke["commands"][0].as_str().unwrap();
+    assert!(
+        command.contains("--set max_train_samples=67349"),
+        "{command}"
+    );
+    assert!(err.contains("step cpu_smoke: ok in"), "{err}");
+    let table = std::fs::read_to_string(out.join("gpu-check.md")).unwrap();
+    assert!(table.contains("| cuda_build | planned |"), "{table}");
+
+    // Without --until-gpu and without a GPU: stops at the probe with a clear message, exit 1,
+    // and nothing after it (not the CUDA build) runs.
+    let out = fx.path("no-gpu");
+    let (run, report) = gpu_check(&fx, &out, &[]);
+    let err = stderr(&run);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["stopped_at"], "gpu_probe");
+    let message = report["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("no NVIDIA GPU: nvidia-smi not found"),
+        "{message}"
+    );
+    assert!(err.contains("STOPPED at gpu_probe: no NVIDIA GPU"), "{err}");
+    assert_eq!(report["failed_steps"], serde_json::json!(["gpu_probe"]));
+    let steps = statuses(&report);
+    for name in CPU_STEPS {
+        assert!(steps.contains(&(name.into(), "ok".into())), "{steps:?}");
+    }
+    for name in ["cuda_build", "device_tests", "train_gpu_f32", "predict"] {
+        assert!(
+            steps.contains(&(name.into(), "not_run".into())),
+            "{name}: {steps:?}"
+        );
+    }
+    assert!(!out.join("runs/gpu-f32").exists());
+}
