@@ -1,7 +1,18 @@
-//! bertcls against PyTorch + transformers on the same machine, in one run: the SST-2 recipe of
-//! configs/sentiment.toml (training time, examples/s, real tokens/s, dev accuracy, time to the
-//! target accuracy, peak memory) and prediction over SST-2 dev plus held-out training rows
-//! (examples/s, agreement of the predictions, peak memory).
+//! bertcls against its strongest peers on the same machine, in one run, on the same texts and
+//! the same batches.
+//!
+//! Training, the SST-2 recipe of configs/sentiment.toml (time, examples/s, real tokens/s, dev
+//! accuracy, time to the target accuracy, peak memory):
+//! - bertcls fp32, `group_by_length` (the config);
+//! - PyTorch fp32 with random batches (a plain loop);
+//! - PyTorch fp32 with bertcls' own length-grouped batches (Trainer's `group_by_length`);
+//! - PyTorch bf16 autocast with the same grouped batches.
+//!
+//! Prediction over SST-2 dev plus held-out training rows, in bertcls' order and forward passes
+//! (at most 64 rows, sorted by length): bertcls, PyTorch eager fp32, ONNX Runtime fp32
+//! (`torch.onnx.export`) and int8 (`quantize_dynamic`, QInt8 weights): model-only examples/s,
+//! examples/s after the model is loaded, whole-command time, dev accuracy, agreement with
+//! bertcls' labels, peak memory.
 //!
 //!   cargo bench --bench compare                          # seed 42
 //!   cargo bench --bench compare -- --seeds 42,43,44      # accuracy over 3 seeds
@@ -9,7 +20,10 @@
 //!   cargo bench --bench compare -- --set group_by_length=false
 //!
 //! The reference side is scripts/reference/sst2_pytorch.py in the virtual environment that
-//! scripts/reference/setup.sh creates (torch + transformers; about 2 minutes the first time).
+//! scripts/reference/setup.sh creates (torch, transformers, onnxruntime, onnx, onnxscript;
+//! about 2 minutes the first time). 2 threads everywhere. The bench checks that the PyTorch
+//! side's grouped batches and prediction passes are the ones bertcls computes (with bertcls'
+//! own tokenizer and `epoch_batches`/`plan_passes`), and says so in the table.
 //! Writes target/bench/compare.md and compare.json.
 
 #[path = "support/mod.rs"]
@@ -20,6 +34,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use bertcls::infer::{Batching, Classifier, LoadOptions};
+use bertcls::tokenize::Input;
 use serde_json::{Value, json};
 use support::{json_of, reference_python, run};
 
@@ -27,6 +43,9 @@ const BERTCLS: &str = env!("CARGO_BIN_EXE_bertcls");
 const TARGET_ACCURACY: f64 = 0.83;
 /// Training rows after the 8,000 of the recipe, appended to dev.tsv as the prediction set.
 const EXTRA_PREDICT_ROWS: usize = 3000;
+const TRAIN_ROWS: usize = 8000;
+const TRAIN_BATCH: usize = 32;
+const PREDICT_BATCH: usize = 64;
 
 struct Options {
     seeds: Vec<u64>,
@@ -66,25 +85,179 @@ fn f(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or(f64::NAN)
 }
 
-/// The prediction set as a TSV: dev.tsv's sentences, then training rows after the first 8,000.
-fn prediction_set(repo: &Path, path: &Path) -> Result<()> {
-    let dev = std::fs::read_to_string(repo.join("data/sst2/dev.tsv"))?;
-    let train = std::fs::read_to_string(repo.join("data/sst2/train.tsv"))?;
+/// The first two columns of a TSV with a header, row by row.
+fn tsv_columns(path: &Path) -> Result<Vec<(String, String)>> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut cells = l.split('\t');
+            let a = cells.next().unwrap_or("").to_string();
+            (a, cells.next().unwrap_or("").to_string())
+        })
+        .collect())
+}
+
+/// The prediction set as a TSV: dev.tsv's sentences, then training rows after the first 8,000
+/// (both files are `label<TAB>text`).
+fn prediction_set(repo: &Path, path: &Path) -> Result<Vec<String>> {
+    let dev = tsv_columns(&repo.join("data/sst2/dev.tsv"))?;
+    let train = tsv_columns(&repo.join("data/sst2/train.tsv"))?;
+    let texts: Vec<String> = dev
+        .into_iter()
+        .map(|(_, t)| t)
+        .chain(
+            train
+                .into_iter()
+                .skip(TRAIN_ROWS)
+                .take(EXTRA_PREDICT_ROWS)
+                .map(|(_, t)| t),
+        )
+        .collect();
     let mut out = String::from("text\n");
-    for line in dev.lines().skip(1) {
-        out.push_str(line.split_once('\t').map_or(line, |(_, t)| t));
-        out.push('\n');
-    }
-    for line in train.lines().skip(1 + 8000).take(EXTRA_PREDICT_ROWS) {
-        out.push_str(line.split_once('\t').map_or(line, |(_, t)| t));
+    for t in &texts {
+        out.push_str(t);
         out.push('\n');
     }
     std::fs::write(path, out)?;
-    Ok(())
+    Ok(texts)
 }
 
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+/// "2 cores, <model name>", and the instruction sets that decide which kernels run.
+fn machine() -> (String, String) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let model = field("model name");
+    let flags = field("flags");
+    let have: Vec<&str> = flags.split_whitespace().collect();
+    let listed = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx512_bf16",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+    ]
+    .iter()
+    .map(|f| format!("{f} {}", if have.contains(f) { "yes" } else { "no" }))
+    .collect::<Vec<_>>()
+    .join(", ");
+    (
+        format!(
+            "{} cores, {model}",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ),
+        listed,
+    )
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Runs a command and times it, start to exit; returns its JSON summary and the seconds.
+fn timed_json(cmd: &mut Command) -> Result<(Value, f64)> {
+    let started = Instant::now();
+    let out = run(cmd)?;
+    Ok((json_of(&out)?, started.elapsed().as_secs_f64()))
+}
+
+fn ratio_text(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.2}x")
+    } else {
+        "-".into()
+    }
+}
+
+fn num(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "-".into()
+    }
+}
+
+/// Whether the batches PyTorch trained on (written by sst2_pytorch.py --batches-out) are the
+/// ones bertcls' `epoch_batches` draws for the same lengths, and the lengths the ones bertcls'
+/// tokenizer gives.
+fn same_training_batches(
+    classifier: &Classifier,
+    train_texts: &[String],
+    written: &Path,
+    seed: u64,
+) -> Result<bool> {
+    let v: Value = serde_json::from_slice(&std::fs::read(written)?)?;
+    let lengths: Vec<usize> = serde_json::from_value(v["lengths"].clone())?;
+    let batches: Vec<Vec<usize>> = serde_json::from_value(v["batches"].clone())?;
+    let inputs: Vec<Input> = train_texts
+        .iter()
+        .map(|t| Input::from(t.as_str()))
+        .collect();
+    let ours: Vec<usize> = classifier
+        .encode(&inputs)?
+        .iter()
+        .map(|e| e.ids.len())
+        .collect();
+    Ok(ours == lengths
+        && batches == bertcls::train::epoch_batches(&lengths, TRAIN_BATCH, seed, 0, true))
+}
+
+/// Whether the forward passes of a Python prediction (the row numbers of each, in order)
+/// are those `bertcls predict --batch-size 64` makes: rows sorted longest first, cut by
+/// `plan_passes` (the whole set is one of its 4,096-row chunks).
+fn same_passes(expected: &[Vec<usize>], written: &Path) -> Result<bool> {
+    let passes: Vec<Vec<usize>> = serde_json::from_slice(&std::fs::read(written)?)?;
+    Ok(passes == expected)
+}
+
+fn bertcls_passes(classifier: &Classifier, texts: &[String]) -> Result<Vec<Vec<usize>>> {
+    if texts.len() > 4096 {
+        bail!("the prediction set is more than one of bertcls predict's 4,096-row chunks");
+    }
+    let inputs: Vec<Input> = texts.iter().map(|t| Input::from(t.as_str())).collect();
+    let lengths: Vec<usize> = classifier
+        .encode(&inputs)?
+        .iter()
+        .map(|e| e.ids.len())
+        .collect();
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    let sorted: Vec<usize> = order.iter().map(|&i| lengths[i]).collect();
+    let mut rest = &order[..];
+    let mut passes = Vec::new();
+    for rows in classifier.plan_passes(&sorted, Batching::rows(PREDICT_BATCH)) {
+        let (pass, tail) = rest.split_at(rows);
+        passes.push(pass.to_vec());
+        rest = tail;
+    }
+    Ok(passes)
+}
+
+/// One prediction run: its JSON summary, whole-command seconds and labels in row order.
+struct Prediction {
+    name: String,
+    summary: Value,
+    wall: f64,
+    labels: Vec<String>,
+    model_only: bool,
+    same_passes: Option<bool>,
 }
 
 fn main() -> Result<()> {
@@ -92,6 +265,7 @@ fn main() -> Result<()> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = repo.join("target/bench");
     std::fs::create_dir_all(&work)?;
+    let load_before = load_average();
     let base = run(Command::new(BERTCLS).current_dir(&repo).args([
         "fetch",
         "sentence-transformers/all-MiniLM-L6-v2",
@@ -107,25 +281,30 @@ fn main() -> Result<()> {
     } else {
         None
     };
-    let machine = format!(
-        "{} cores, {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(
-                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
-                    .split(':')
-                    .nth(1)
-                    .unwrap_or("")
-                    .trim()
-                    .to_string())
-            )
-            .unwrap_or_default()
-    );
-    eprintln!("machine: {machine}");
+    let (machine, flags) = machine();
+    eprintln!("machine: {machine}; {flags}; load average {load_before}");
+    let script = repo.join("scripts/reference/sst2_pytorch.py");
+    let train_texts: Vec<String> = tsv_columns(&repo.join("data/sst2/train.tsv"))?
+        .into_iter()
+        .take(TRAIN_ROWS)
+        .map(|(_, t)| t)
+        .collect();
 
+    // Training: bertcls, then each PyTorch setup, seed by seed.
+    let setups: [(&str, &[&str]); 3] = [
+        ("PyTorch fp32, random batches", &[]),
+        (
+            "PyTorch fp32, bertcls' grouped batches",
+            &["--group-by-length"],
+        ),
+        (
+            "PyTorch bf16 autocast, bertcls' grouped batches",
+            &["--group-by-length", "--bf16"],
+        ),
+    ];
     let mut ours = Vec::new();
-    let mut theirs = Vec::new();
+    let mut theirs: Vec<Vec<Value>> = vec![Vec::new(); setups.len()];
+    let mut batches_checked: Vec<bool> = Vec::new();
     for &seed in &opts.seeds {
         let out = work.join(format!("bertcls-{seed}"));
         eprintln!("bertcls: training with seed {seed}");
@@ -145,83 +324,129 @@ fn main() -> Result<()> {
             out.join("all_results.json"),
         )?)?);
         if let Some(python) = &python {
-            eprintln!("PyTorch: training with seed {seed}");
-            let script = repo.join("scripts/reference/sst2_pytorch.py");
-            theirs.push(json_of(&run(Command::new(python)
-                .current_dir(&repo)
-                .arg(&script)
-                .args(["train", &base, "--seed", &seed.to_string()]))?)?);
+            let classifier = Classifier::load(&out, &LoadOptions::cpu())?;
+            for (s, (name, flags)) in setups.iter().enumerate() {
+                eprintln!("{name}: training with seed {seed}");
+                let written = work.join(format!("pytorch-batches-{seed}.json"));
+                let mut cmd = Command::new(python);
+                cmd.current_dir(&repo)
+                    .arg(&script)
+                    .args(["train", &base, "--seed", &seed.to_string()])
+                    .args(*flags);
+                if flags.contains(&"--group-by-length") {
+                    cmd.arg("--batches-out").arg(&written);
+                }
+                theirs[s].push(json_of(&run(&mut cmd)?)?);
+                if flags.contains(&"--group-by-length") {
+                    batches_checked.push(same_training_batches(
+                        &classifier,
+                        &train_texts,
+                        &written,
+                        seed,
+                    )?);
+                }
+            }
         }
     }
 
-    // Prediction: both sides score the model bertcls trained with the first seed.
+    // Prediction: every engine scores the model bertcls trained with the first seed.
     let model = work.join(format!("bertcls-{}", opts.seeds[0]));
     let input = work.join("predict.tsv");
-    prediction_set(&repo, &input)?;
-    let output = work.join("predicted.tsv");
-    eprintln!("bertcls: predicting");
-    let started = Instant::now();
-    let summary = json_of(&run(Command::new(BERTCLS)
-        .args(["predict", "--model"])
-        .arg(&model)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .args(["--batch-size", "64", "--json"]))?)?;
-    let wall = started.elapsed().as_secs_f64();
-    let our_labels: Vec<String> = std::fs::read_to_string(&output)?
-        .lines()
-        .skip(1)
-        .map(|l| l.split('\t').nth(1).unwrap_or("").to_string())
+    let texts = prediction_set(&repo, &input)?;
+    let dev_labels: Vec<String> = tsv_columns(&repo.join("data/sst2/dev.tsv"))?
+        .into_iter()
+        .map(|(label, _)| label)
         .collect();
-    let reference_predict = match &python {
-        Some(python) => {
-            eprintln!("PyTorch: predicting");
-            let script = repo.join("scripts/reference/sst2_pytorch.py");
-            Some(json_of(&run(Command::new(python)
-                .current_dir(&repo)
+    let mut predictions = Vec::new();
+    eprintln!("bertcls: predicting");
+    let output = work.join("predicted-bertcls.tsv");
+    let (summary, wall) = timed_json(
+        Command::new(BERTCLS)
+            .args(["predict", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .args(["--batch-size", &PREDICT_BATCH.to_string(), "--json"]),
+    )?;
+    predictions.push(Prediction {
+        name: "bertcls fp32".into(),
+        summary,
+        wall,
+        labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
+        model_only: false,
+        same_passes: None,
+    });
+    let mut export = Value::Null;
+    if let Some(python) = &python {
+        let expected = bertcls_passes(&Classifier::load(&model, &LoadOptions::cpu())?, &texts)?;
+        let onnx_dir = work.join("onnx");
+        eprintln!("exporting to ONNX and quantizing");
+        export = json_of(&run(Command::new(python)
+            .current_dir(&repo)
+            .arg(&script)
+            .arg("export")
+            .arg(&model)
+            .arg(&onnx_dir))?)?;
+        let engines: [(&str, &str, Option<PathBuf>); 3] = [
+            ("PyTorch eager fp32", "torch", None),
+            (
+                "ONNX Runtime fp32",
+                "onnx",
+                Some(onnx_dir.join("model.onnx")),
+            ),
+            (
+                "ONNX Runtime int8 (quantize_dynamic)",
+                "int8",
+                Some(onnx_dir.join("model.int8.onnx")),
+            ),
+        ];
+        for (name, tag, onnx) in engines {
+            eprintln!("{name}: predicting");
+            let output = work.join(format!("predicted-{tag}.tsv"));
+            let passes = work.join(format!("passes-{tag}.json"));
+            let mut cmd = Command::new(python);
+            cmd.current_dir(&repo)
                 .arg(&script)
                 .arg("predict")
                 .arg(&model)
-                .args(["--extra-rows", &EXTRA_PREDICT_ROWS.to_string()]))?)?)
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&output)
+                .args(["--batch-size", &PREDICT_BATCH.to_string()])
+                .arg("--passes-out")
+                .arg(&passes);
+            match &onnx {
+                Some(path) => {
+                    cmd.args(["--engine", "onnx", "--onnx"]).arg(path);
+                }
+                None => {
+                    cmd.args(["--engine", "torch"]);
+                }
+            }
+            let (summary, wall) = timed_json(&mut cmd)?;
+            predictions.push(Prediction {
+                name: name.into(),
+                summary,
+                wall,
+                labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
+                model_only: true,
+                same_passes: Some(same_passes(&expected, &passes)?),
+            });
         }
-        None => None,
-    };
+    }
+    let load_after = load_average();
 
-    // The table.
+    // The tables.
     let seeds = opts
         .seeds
         .iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    let mut rows: Vec<(String, f64, Option<f64>, bool)> = Vec::new();
     let avg = |runs: &[Value], key: &str| mean(&runs.iter().map(|r| f(r, key)).collect::<Vec<_>>());
-    rows.push((
-        "training time, s".into(),
-        avg(&ours, "train_runtime"),
-        (!theirs.is_empty()).then(|| avg(&theirs, "train_seconds")),
-        false,
-    ));
-    rows.push((
-        "training examples/s".into(),
-        avg(&ours, "train_samples_per_second"),
-        (!theirs.is_empty()).then(|| avg(&theirs, "train_examples_per_second")),
-        true,
-    ));
-    rows.push((
-        "training real tokens/s".into(),
-        avg(&ours, "train_tokens_per_second"),
-        (!theirs.is_empty()).then(|| avg(&theirs, "train_real_tokens_per_second")),
-        true,
-    ));
-    rows.push((
-        "dev accuracy (mean)".into(),
-        avg(&ours, "eval_accuracy"),
-        (!theirs.is_empty()).then(|| avg(&theirs, "dev_accuracy")),
-        true,
-    ));
     let reached = |runs: &[Value], acc: &str, time: &str| {
         mean(
             &runs
@@ -236,63 +461,47 @@ fn main() -> Result<()> {
                 .collect::<Vec<_>>(),
         )
     };
-    rows.push((
-        format!("time to dev accuracy {TARGET_ACCURACY}, s"),
-        reached(&ours, "eval_accuracy", "train_runtime"),
-        (!theirs.is_empty()).then(|| reached(&theirs, "dev_accuracy", "train_seconds")),
-        false,
-    ));
-    rows.push((
-        "training peak RSS, MB".into(),
-        avg(&ours, "peak_rss_mb"),
-        (!theirs.is_empty()).then(|| avg(&theirs, "peak_rss_mb")),
-        false,
-    ));
-    rows.push((
-        "predict examples/s".into(),
-        f(&summary, "examples_per_second"),
-        reference_predict
-            .as_ref()
-            .map(|r| f(r, "examples_per_second")),
-        true,
-    ));
-    rows.push((
-        "predict peak RSS, MB".into(),
-        f(&summary, "peak_rss_mb"),
-        reference_predict.as_ref().map(|r| f(r, "peak_rss_mb")),
-        false,
-    ));
+    let our_time = avg(&ours, "train_runtime");
     let mut table = format!(
-        "Machine: {machine}. Seeds: {seeds}. Prediction set: {} rows.\n\n| measure | bertcls | PyTorch | bertcls advantage |\n|---|---|---|---|\n",
-        our_labels.len()
+        "Machine: {machine}. CPU flags: {flags}. Threads: 2 (torch.set_num_threads(2), ORT \
+         intra_op_num_threads=2; bertcls on the 2 cores). Load average (1, 5, 15 min) before: \
+         {load_before}; after: {load_after}. Seeds: {seeds}.\n\n\
+         | SST-2 8k recipe, training | time, s | examples/s | real tokens/s | padded tokens | dev accuracy | time to {TARGET_ACCURACY}, s | peak RSS, MB | bertcls speed-up |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
     );
-    for (name, a, b, higher_is_better) in &rows {
-        let (b_text, ratio) = match b {
-            Some(b) => {
-                let r = if *higher_is_better { a / b } else { b / a };
-                (format!("{b:.3}"), format!("{r:.2}x"))
-            }
-            None => ("-".into(), "-".into()),
-        };
-        table.push_str(&format!("| {name} | {a:.3} | {b_text} | {ratio} |\n"));
-    }
-    if let Some(r) = &reference_predict {
-        let their_labels: Vec<String> = r["labels"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|v| v.as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let same = our_labels
-            .iter()
-            .zip(&their_labels)
-            .filter(|(a, b)| a == b)
-            .count();
+    table.push_str(&format!(
+        "| bertcls fp32, group_by_length (configs/sentiment.toml) | {} | {} | {} | {} | {} | {} | {} | - |\n",
+        num(our_time, 1),
+        num(avg(&ours, "train_samples_per_second"), 1),
+        num(avg(&ours, "train_tokens_per_second"), 0),
+        num(avg(&ours, "padded_tokens"), 0),
+        num(avg(&ours, "eval_accuracy"), 4),
+        num(reached(&ours, "eval_accuracy", "train_runtime"), 1),
+        num(avg(&ours, "peak_rss_mb"), 0),
+    ));
+    for ((name, _), runs) in setups.iter().zip(&theirs) {
+        if runs.is_empty() {
+            continue;
+        }
+        let time = avg(runs, "train_seconds");
         table.push_str(&format!(
-            "\nSame predictions: {same} of {} rows.\n",
-            their_labels.len()
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            num(time, 1),
+            num(avg(runs, "train_examples_per_second"), 1),
+            num(avg(runs, "train_real_tokens_per_second"), 0),
+            num(avg(runs, "padded_tokens"), 0),
+            num(avg(runs, "dev_accuracy"), 4),
+            num(reached(runs, "dev_accuracy", "train_seconds"), 1),
+            num(avg(runs, "peak_rss_mb"), 0),
+            ratio_text(time / our_time),
+        ));
+    }
+    if !batches_checked.is_empty() {
+        table.push_str(&format!(
+            "\nPyTorch's grouped batches identical to bertcls' (same lengths from bertcls' \
+             tokenizer, same `epoch_batches`): {} of {} runs.\n",
+            batches_checked.iter().filter(|&&b| b).count(),
+            batches_checked.len()
         ));
     }
     for (i, seed) in opts.seeds.iter().enumerate() {
@@ -301,24 +510,111 @@ fn main() -> Result<()> {
             f(&ours[i], "eval_accuracy"),
             f(&ours[i], "train_runtime")
         ));
-        if let Some(t) = theirs.get(i) {
-            table.push_str(&format!(
-                "; PyTorch accuracy {:.4} in {:.1} s",
-                f(t, "dev_accuracy"),
-                f(t, "train_seconds")
-            ));
+        for ((name, _), runs) in setups.iter().zip(&theirs) {
+            if let Some(t) = runs.get(i) {
+                table.push_str(&format!(
+                    "; {name} {:.4} in {:.1} s",
+                    f(t, "dev_accuracy"),
+                    f(t, "train_seconds")
+                ));
+            }
         }
     }
+
+    let ours_predict = &predictions[0];
+    let dev = dev_labels.len();
     table.push_str(&format!(
-        "\n\nbertcls predict wall time including model load: {wall:.1} s.\n"
+        "\n\n| predict, {} rows ({dev} SST-2 dev + {EXTRA_PREDICT_ROWS} train), passes of ≤ {PREDICT_BATCH} sorted by length | model only, examples/s | after model load, examples/s | whole command, s | whole command, examples/s | dev accuracy | same labels as bertcls | peak RSS, MB | same passes as bertcls |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        texts.len()
     ));
+    for p in &predictions {
+        let correct = p
+            .labels
+            .iter()
+            .zip(&dev_labels)
+            .filter(|(a, b)| a == b)
+            .count();
+        let same = p
+            .labels
+            .iter()
+            .zip(&ours_predict.labels)
+            .filter(|(a, b)| a == b)
+            .count();
+        table.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.4} | {same} of {} ({:.1}%) | {:.0} | {} |\n",
+            p.name,
+            if p.model_only {
+                num(f(&p.summary, "model_examples_per_second"), 1)
+            } else {
+                "not reported".into()
+            },
+            num(f(&p.summary, "examples_per_second"), 1),
+            p.wall,
+            texts.len() as f64 / p.wall,
+            correct as f64 / dev as f64,
+            p.labels.len(),
+            100.0 * same as f64 / p.labels.len().max(1) as f64,
+            f(&p.summary, "peak_rss_mb"),
+            match p.same_passes {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "-",
+            },
+        ));
+    }
+    table.push_str(
+        "\nModel only: the forward passes alone (the model call and the argmax). After model \
+         load: reading, tokenizing, padding, the model and writing the output, as `bertcls \
+         predict --json` reports its `seconds`; bertcls reports no model-only time, so its \
+         after-load figure is an upper bound on its model time. Whole command: process start \
+         to exit (interpreter and imports, model load included), timed by this bench. No \
+         warm-up on any side.\n",
+    );
+    if !export.is_null() {
+        table.push_str(&format!(
+            "\nOne-time ONNX preparation (not in the times above): torch.onnx.export {:.1} s, \
+             quantize_dynamic {:.1} s; largest logit difference from the eager model on a check \
+             batch: fp32 {:.1e}, int8 {:.1e}.\n",
+            f(&export, "export_seconds"),
+            f(&export, "quantize_seconds"),
+            f(&export, "max_abs_logit_difference_fp32"),
+            f(&export, "max_abs_logit_difference_int8")
+        ));
+    }
+    let versions: Vec<String> = predictions
+        .iter()
+        .skip(1)
+        .filter_map(|p| {
+            ["torch", "onnxruntime"]
+                .iter()
+                .find_map(|k| p.summary[k].as_str().map(|v| format!("{k} {v}")))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !versions.is_empty() {
+        table.push_str(&format!("\nVersions: {}.\n", versions.join(", ")));
+    }
     println!("{table}");
     std::fs::write(work.join("compare.md"), &table)?;
+    let predict_json: Vec<Value> = predictions
+        .iter()
+        .map(|p| json!({"name": p.name, "summary": p.summary, "whole_command_seconds": p.wall, "same_passes": p.same_passes}))
+        .collect();
     std::fs::write(
         work.join("compare.json"),
-        serde_json::to_vec_pretty(
-            &json!({"bertcls": ours, "pytorch": theirs, "predict": summary, "pytorch_predict": reference_predict}),
-        )?,
+        serde_json::to_vec_pretty(&json!({
+            "machine": machine,
+            "cpu_flags": flags,
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "bertcls": ours,
+            "pytorch": setups.iter().zip(&theirs).map(|((name, _), runs)| json!({"setup": name, "runs": runs})).collect::<Vec<_>>(),
+            "training_batches_identical": batches_checked,
+            "onnx_export": export,
+            "predict": predict_json,
+        }))?,
     )?;
     Ok(())
 }

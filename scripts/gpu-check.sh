@@ -5,7 +5,7 @@
 #   3. trains configs/sentiment.toml on all 67,349 rows of SST-2 train on the GPU, in f32 and in
 #      bf16, predicts SST-2 dev with each model on the GPU and on the CPU, and compares accuracy
 #      and labels (agreement %);
-#   4. runs the PyTorch reference (scripts/reference/sst2_pytorch.py) on the same GPU when torch
+#   4. runs the PyTorch reference (scripts/reference/sst2_pytorch_gpu.py) on the same GPU when torch
 #      sees CUDA: the same recipe in f32 and bf16 autocast, and prediction with bertcls' model;
 #   5. writes target/gpu-check/gpu-check.json and gpu-check.md (a table).
 # The steps that need no GPU run first (CPU build, data, base model, the exact training command
@@ -173,7 +173,7 @@ for s in steps:
     md.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} | {note.replace('|', '/')} |")
 runs = results.get("compare", {}).get("runs", [])
 if runs:
-    md += ["", "SST-2 dev (872 rows). PyTorch rows: scripts/reference/sst2_pytorch.py's loop (random batches; "
+    md += ["", "SST-2 dev (872 rows). PyTorch rows: scripts/reference/sst2_pytorch_gpu.py's loop (random batches; "
            "bertcls uses the config's group_by_length). Last column: share of dev labels equal to bertcls f32's on the GPU.", "",
            "| run | trained on | train rows | train s | train examples/s | dev acc (training's eval) | dev acc, predicted on GPU | dev acc, predicted on CPU | GPU vs CPU labels | same labels as bertcls f32 GPU |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -408,7 +408,7 @@ step_reference() {
     echo '{"skipped": "torch does not see CUDA"}' > "$OUT/results/reference.json"
     return 0
   fi
-  local script=scripts/reference/sst2_pytorch.py rows
+  local script=scripts/reference/sst2_pytorch_gpu.py rows
   rows=$(state train_rows)
   x "$py" "$script" train "$(state base_model)" --device cuda --train-rows "$rows" > "$OUT/runs/pytorch-f32.json"
   x "$py" "$script" train "$(state base_model)" --device cuda --train-rows "$rows" --bf16 > "$OUT/runs/pytorch-bf16.json"
