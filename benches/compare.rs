@@ -18,6 +18,8 @@
 //!   cargo bench --bench compare -- --seeds 42,43,44      # accuracy over 3 seeds
 //!   cargo bench --bench compare -- --no-reference        # bertcls only
 //!   cargo bench --bench compare -- --set group_by_length=false
+//!   cargo bench --bench compare -- --predict-only        # the prediction rows, on the model
+//!                                                        # an earlier run trained
 //!
 //! The reference side is scripts/reference/sst2_pytorch.py in the virtual environment that
 //! scripts/reference/setup.sh creates (torch, transformers, onnxruntime, onnx, onnxscript;
@@ -51,6 +53,8 @@ struct Options {
     seeds: Vec<u64>,
     reference: bool,
     overrides: Vec<String>,
+    /// Skip training: predict with target/bench/bertcls-SEED from an earlier run.
+    predict_only: bool,
 }
 
 fn options() -> Result<Options> {
@@ -58,6 +62,7 @@ fn options() -> Result<Options> {
         seeds: vec![42],
         reference: true,
         overrides: Vec::new(),
+        predict_only: false,
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = args.next() {
@@ -72,6 +77,7 @@ fn options() -> Result<Options> {
                     .collect::<Result<_, _>>()?;
             }
             "--no-reference" => opts.reference = false,
+            "--predict-only" => opts.predict_only = true,
             "--set" => opts
                 .overrides
                 .push(args.next().context("--set needs KEY=VALUE")?),
@@ -305,7 +311,8 @@ fn main() -> Result<()> {
     let mut ours = Vec::new();
     let mut theirs: Vec<Vec<Value>> = vec![Vec::new(); setups.len()];
     let mut batches_checked: Vec<bool> = Vec::new();
-    for &seed in &opts.seeds {
+    let training_seeds: &[u64] = if opts.predict_only { &[] } else { &opts.seeds };
+    for &seed in training_seeds {
         let out = work.join(format!("bertcls-{seed}"));
         eprintln!("bertcls: training with seed {seed}");
         let mut cmd = Command::new(BERTCLS);
@@ -357,27 +364,43 @@ fn main() -> Result<()> {
         .into_iter()
         .map(|(label, _)| label)
         .collect();
+    if !model.join("config.json").is_file() {
+        bail!(
+            "{}: no trained model (run the bench without --predict-only first)",
+            model.display()
+        );
+    }
     let mut predictions = Vec::new();
-    eprintln!("bertcls: predicting");
-    let output = work.join("predicted-bertcls.tsv");
-    let (summary, wall) = timed_json(
-        Command::new(BERTCLS)
-            .args(["predict", "--model"])
-            .arg(&model)
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(&output)
-            .args(["--batch-size", &PREDICT_BATCH.to_string(), "--json"]),
-    )?;
-    predictions.push(Prediction {
-        name: "bertcls fp32".into(),
-        summary,
-        wall,
-        labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
-        model_only: false,
-        same_passes: None,
-    });
+    for (name, tag, extra) in [
+        ("bertcls fp32", "bertcls", &[][..]),
+        (
+            "bertcls int8 (--quantize int8)",
+            "bertcls-int8",
+            &["--quantize", "int8"][..],
+        ),
+    ] {
+        eprintln!("{name}: predicting");
+        let output = work.join(format!("predicted-{tag}.tsv"));
+        let (summary, wall) = timed_json(
+            Command::new(BERTCLS)
+                .args(["predict", "--model"])
+                .arg(&model)
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&output)
+                .args(["--batch-size", &PREDICT_BATCH.to_string(), "--json"])
+                .args(extra),
+        )?;
+        predictions.push(Prediction {
+            name: name.into(),
+            summary,
+            wall,
+            labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
+            model_only: false,
+            same_passes: None,
+        });
+    }
     let mut export = Value::Null;
     if let Some(python) = &python {
         let expected = bertcls_passes(&Classifier::load(&model, &LoadOptions::cpu())?, &texts)?;
@@ -465,11 +488,14 @@ fn main() -> Result<()> {
     let mut table = format!(
         "Machine: {machine}. CPU flags: {flags}. Threads: 2 (torch.set_num_threads(2), ORT \
          intra_op_num_threads=2; bertcls on the 2 cores). Load average (1, 5, 15 min) before: \
-         {load_before}; after: {load_after}. Seeds: {seeds}.\n\n\
+         {load_before}; after: {load_after}. Seeds: {seeds}.\n\n"
+    );
+    if !ours.is_empty() {
+        table.push_str(&format!("\
          | SST-2 8k recipe, training | time, s | examples/s | real tokens/s | padded tokens | dev accuracy | time to {TARGET_ACCURACY}, s | peak RSS, MB | bertcls speed-up |\n\
          |---|---|---|---|---|---|---|---|---|\n"
-    );
-    table.push_str(&format!(
+    ));
+        table.push_str(&format!(
         "| bertcls fp32, group_by_length (configs/sentiment.toml) | {} | {} | {} | {} | {} | {} | {} | - |\n",
         num(our_time, 1),
         num(avg(&ours, "train_samples_per_second"), 1),
@@ -479,44 +505,45 @@ fn main() -> Result<()> {
         num(reached(&ours, "eval_accuracy", "train_runtime"), 1),
         num(avg(&ours, "peak_rss_mb"), 0),
     ));
-    for ((name, _), runs) in setups.iter().zip(&theirs) {
-        if runs.is_empty() {
-            continue;
-        }
-        let time = avg(runs, "train_seconds");
-        table.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            num(time, 1),
-            num(avg(runs, "train_examples_per_second"), 1),
-            num(avg(runs, "train_real_tokens_per_second"), 0),
-            num(avg(runs, "padded_tokens"), 0),
-            num(avg(runs, "dev_accuracy"), 4),
-            num(reached(runs, "dev_accuracy", "train_seconds"), 1),
-            num(avg(runs, "peak_rss_mb"), 0),
-            ratio_text(time / our_time),
-        ));
-    }
-    if !batches_checked.is_empty() {
-        table.push_str(&format!(
-            "\nPyTorch's grouped batches identical to bertcls' (same lengths from bertcls' \
-             tokenizer, same `epoch_batches`): {} of {} runs.\n",
-            batches_checked.iter().filter(|&&b| b).count(),
-            batches_checked.len()
-        ));
-    }
-    for (i, seed) in opts.seeds.iter().enumerate() {
-        table.push_str(&format!(
-            "\nSeed {seed}: bertcls accuracy {:.4} in {:.1} s",
-            f(&ours[i], "eval_accuracy"),
-            f(&ours[i], "train_runtime")
-        ));
         for ((name, _), runs) in setups.iter().zip(&theirs) {
-            if let Some(t) = runs.get(i) {
-                table.push_str(&format!(
-                    "; {name} {:.4} in {:.1} s",
-                    f(t, "dev_accuracy"),
-                    f(t, "train_seconds")
-                ));
+            if runs.is_empty() {
+                continue;
+            }
+            let time = avg(runs, "train_seconds");
+            table.push_str(&format!(
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                num(time, 1),
+                num(avg(runs, "train_examples_per_second"), 1),
+                num(avg(runs, "train_real_tokens_per_second"), 0),
+                num(avg(runs, "padded_tokens"), 0),
+                num(avg(runs, "dev_accuracy"), 4),
+                num(reached(runs, "dev_accuracy", "train_seconds"), 1),
+                num(avg(runs, "peak_rss_mb"), 0),
+                ratio_text(time / our_time),
+            ));
+        }
+        if !batches_checked.is_empty() {
+            table.push_str(&format!(
+                "\nPyTorch's grouped batches identical to bertcls' (same lengths from bertcls' \
+             tokenizer, same `epoch_batches`): {} of {} runs.\n",
+                batches_checked.iter().filter(|&&b| b).count(),
+                batches_checked.len()
+            ));
+        }
+        for (i, seed) in opts.seeds.iter().enumerate() {
+            table.push_str(&format!(
+                "\nSeed {seed}: bertcls accuracy {:.4} in {:.1} s",
+                f(&ours[i], "eval_accuracy"),
+                f(&ours[i], "train_runtime")
+            ));
+            for ((name, _), runs) in setups.iter().zip(&theirs) {
+                if let Some(t) = runs.get(i) {
+                    table.push_str(&format!(
+                        "; {name} {:.4} in {:.1} s",
+                        f(t, "dev_accuracy"),
+                        f(t, "train_seconds")
+                    ));
+                }
             }
         }
     }
