@@ -397,7 +397,7 @@ fn main() -> Result<()> {
             summary,
             wall,
             labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
-            model_only: false,
+            model_only: true,
             same_passes: None,
         });
     }
@@ -593,8 +593,9 @@ fn main() -> Result<()> {
     table.push_str(
         "\nModel only: the forward passes alone (the model call and the argmax). After model \
          load: reading, tokenizing, padding, the model and writing the output, as `bertcls \
-         predict --json` reports its `seconds`; bertcls reports no model-only time, so its \
-         after-load figure is an upper bound on its model time. Whole command: process start \
+         predict --json` reports its `seconds`; bertcls' model-only time is its \
+         `model_seconds` (padding the batches, the forward passes, reading the logits back). \
+         Whole command: process start \
          to exit (interpreter and imports, model load included), timed by this bench. No \
          warm-up on any side.\n",
     );

@@ -195,6 +195,10 @@ pub struct PredictSummary {
     pub first_skipped: Option<String>,
     pub seconds: f64,
     pub examples_per_second: f64,
+    /// The forward passes alone (padding the batches, the model, reading the logits back):
+    /// what a benchmark compares with another engine's model time.
+    pub model_seconds: f64,
+    pub model_examples_per_second: f64,
 }
 
 /// Where predictions go: standard output, or a file that appears only when complete.
@@ -544,6 +548,7 @@ pub fn predict_file(classifier: &Classifier, opts: &PredictOptions) -> Result<Pr
     let check = || Ok(interrupt::check(stopped)?);
     let start = Instant::now();
     let (mut rows, mut skipped, mut first_skipped) = (0usize, 0usize, None);
+    let mut model_seconds = 0.0;
     let chunk_rows = opts.chunk_rows.max(1);
     loop {
         check()?;
@@ -571,11 +576,13 @@ pub fn predict_file(classifier: &Classifier, opts: &PredictOptions) -> Result<Pr
         let encoded = classifier
             .encode(&inputs)
             .with_context(|| format!("{}: cannot tokenize", opts.input.display()))?;
-        let mut predictions = classifier
-            .logits_observed(&encoded, opts.batching, &mut |rows| {
-                bar.inc(rows as u64);
-                check()
-            })?
+        let model_start = Instant::now();
+        let logits = classifier.logits_observed(&encoded, opts.batching, &mut |rows| {
+            bar.inc(rows as u64);
+            check()
+        })?;
+        model_seconds += model_start.elapsed().as_secs_f64();
+        let mut predictions = logits
             .into_iter()
             .map(|logits| classifier.task().predict(&logits));
         for record in chunk {
@@ -601,5 +608,7 @@ pub fn predict_file(classifier: &Classifier, opts: &PredictOptions) -> Result<Pr
         first_skipped,
         seconds,
         examples_per_second: (rows - skipped) as f64 / seconds.max(1e-9),
+        model_seconds,
+        model_examples_per_second: (rows - skipped) as f64 / model_seconds.max(1e-9),
     })
 }

@@ -88,7 +88,7 @@ fn train_writes_a_huggingface_folder_that_eval_and_predict_use() {
     )
     .unwrap();
     let scored = fx.path("scored.csv");
-    ok(fx.run(&[
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&ok(fx.run(&[
         "predict",
         "--model",
         s(&run),
@@ -97,7 +97,19 @@ fn train_writes_a_huggingface_folder_that_eval_and_predict_use() {
         "--output",
         s(&scored),
         "--all-probs",
-    ]));
+        "--json",
+    ]))))
+    .unwrap();
+    // The forward passes are part of the whole run's time.
+    let (model, whole) = (
+        summary["model_seconds"].as_f64().unwrap(),
+        summary["seconds"].as_f64().unwrap(),
+    );
+    assert!(model > 0.0 && model <= whole, "{summary}");
+    assert!(
+        summary["model_examples_per_second"].as_f64().unwrap()
+            >= summary["examples_per_second"].as_f64().unwrap()
+    );
     let mut reader = csv::Reader::from_path(&scored).unwrap();
     assert_eq!(
         reader.headers().unwrap().iter().collect::<Vec<_>>(),
