@@ -68,6 +68,9 @@ impl Classifier {
         if !dir.is_dir() {
             bail!("{}: no such model folder", dir.display());
         }
+        if options.int8.is_some() && !options.device.is_cpu() {
+            bail!("int8 quantization runs on the CPU: pass --device cpu");
+        }
         let config = ModelConfig::load(dir)?;
         if let Some(length) = options.max_seq_length {
             limits::check_seq_length("max_seq_length", length, Some(config.max_tokens()))
@@ -105,9 +108,6 @@ impl Classifier {
             weights::HeadInit::Require,
             &options.device,
         )?;
-        if options.int8.is_some() && !options.device.is_cpu() {
-            bail!("int8 quantization runs on the CPU: pass --device cpu");
-        }
         let model = SequenceClassifier::build_with(
             &config,
             labels.len(),

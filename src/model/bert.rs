@@ -155,12 +155,28 @@ impl AttentionOutput {
     /// `s`: the attention's scope (`...layer.N.attention`).
     pub fn new(s: &Scope, c: &ModelConfig) -> Result<Self> {
         let h = c.hidden_size;
-        Ok(Self {
-            dense: Linear::new(&s.pp("output.dense"), h, h)?,
-            norm: LayerNorm::new(&s.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
-            attention_dropout: c.attention_probs_dropout_prob,
-            hidden_dropout: c.hidden_dropout_prob,
-        })
+        Ok(Self::from_parts(
+            Linear::new(&s.pp("output.dense"), h, h)?,
+            LayerNorm::new(&s.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
+            c.attention_probs_dropout_prob,
+            c.hidden_dropout_prob,
+        ))
+    }
+
+    /// From layers under other names (DistilBERT's `out_lin` and `sa_layer_norm`, with no
+    /// dropout after the output: `hidden_dropout` 0).
+    pub fn from_parts(
+        dense: Linear,
+        norm: LayerNorm,
+        attention_dropout: f64,
+        hidden_dropout: f64,
+    ) -> Self {
+        Self {
+            dense,
+            norm,
+            attention_dropout,
+            hidden_dropout,
+        }
     }
 
     /// `scores` (batch, heads, queries, keys) before scaling; `v` (batch, heads, keys,
@@ -182,7 +198,8 @@ impl AttentionOutput {
     }
 }
 
-struct Attention {
+/// `BertAttention`: the queries, keys and values, split into heads, then [`AttentionOutput`].
+pub struct Attention {
     query: Linear,
     key: Linear,
     value: Linear,
@@ -195,14 +212,31 @@ impl Attention {
     fn new(s: &Scope, c: &ModelConfig) -> Result<Self> {
         let h = c.hidden_size;
         let attn = s.pp("self");
-        Ok(Self {
-            query: Linear::new(&attn.pp("query"), h, h)?,
-            key: Linear::new(&attn.pp("key"), h, h)?,
-            value: Linear::new(&attn.pp("value"), h, h)?,
-            output: AttentionOutput::new(s, c)?,
+        Ok(Self::from_parts(
+            Linear::new(&attn.pp("query"), h, h)?,
+            Linear::new(&attn.pp("key"), h, h)?,
+            Linear::new(&attn.pp("value"), h, h)?,
+            AttentionOutput::new(s, c)?,
+            c,
+        ))
+    }
+
+    /// From layers under other names (DistilBERT's `q_lin`, `k_lin`, `v_lin`).
+    pub fn from_parts(
+        query: Linear,
+        key: Linear,
+        value: Linear,
+        output: AttentionOutput,
+        c: &ModelConfig,
+    ) -> Self {
+        Self {
+            query,
+            key,
+            value,
+            output,
             heads: c.num_attention_heads,
             head_dim: c.head_dim(),
-        })
+        }
     }
 
     /// `queries`: the rows of `x` that attend (all of `x`, or only its first token); the
@@ -237,10 +271,26 @@ impl FeedForward {
     /// `s`: the layer's scope (`...layer.N`).
     pub fn new(s: &Scope, c: &ModelConfig) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
+        Self::from_parts(
+            Linear::new(&s.pp("intermediate.dense"), h, i)?,
+            Linear::new(&s.pp("output.dense"), i, h)?,
+            LayerNorm::new(&s.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
+            c,
+        )
+    }
+
+    /// From layers under other names (DistilBERT's `ffn.lin1`, `ffn.lin2`,
+    /// `output_layer_norm`).
+    pub fn from_parts(
+        intermediate: Linear,
+        output: Linear,
+        norm: LayerNorm,
+        c: &ModelConfig,
+    ) -> Result<Self> {
         Ok(Self {
-            intermediate: Linear::new(&s.pp("intermediate.dense"), h, i)?,
-            output: Linear::new(&s.pp("output.dense"), i, h)?,
-            norm: LayerNorm::new(&s.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
+            intermediate,
+            output,
+            norm,
             activation: c.activation()?,
             dropout: c.hidden_dropout_prob,
         })
@@ -253,9 +303,10 @@ impl FeedForward {
     }
 }
 
-struct Layer {
-    attention: Attention,
-    feed_forward: FeedForward,
+/// `BertLayer`.
+pub struct Layer {
+    pub attention: Attention,
+    pub feed_forward: FeedForward,
 }
 
 /// `BertEncoder`: the transformer layers.
@@ -275,31 +326,27 @@ impl Encoder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { layers })
+        Ok(Self::from_layers(layers))
     }
 
-    /// With `cls_only`, the last layer computes the first token's output only, and the result
-    /// is (batch, 1, hidden). Its keys and values still come from every token, so that output
-    /// is the same as in the full pass; the queries, attention output and feed-forward of the
-    /// other tokens (about a sixth of a 6-layer model's work) are skipped.
+    /// The encoder of layers built under other names (DistilBERT's `transformer.layer`).
+    pub fn from_layers(layers: Vec<Layer>) -> Self {
+        Self { layers }
+    }
+
+    /// With `cls_only`, the last layer computes the first token's output only (see
+    /// [`layers::stack`]).
     pub fn forward(
         &self,
-        mut x: Tensor,
+        x: Tensor,
         mask_bias: &Tensor,
         cls_only: bool,
         mode: &mut ForwardMode,
     ) -> candle_core::Result<Tensor> {
-        let last = self.layers.len().saturating_sub(1);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let queries = if cls_only && i == last {
-                x.narrow(1, 0, 1)?
-            } else {
-                x.clone()
-            };
-            x = layer.attention.forward(&x, &queries, mask_bias, mode)?;
-            x = layer.feed_forward.forward(&x, mode)?;
-        }
-        Ok(x)
+        layers::stack(&self.layers, x, cls_only, |layer, x, queries, _| {
+            let attended = layer.attention.forward(x, queries, mask_bias, mode)?;
+            layer.feed_forward.forward(&attended, mode)
+        })
     }
 }
 

@@ -488,7 +488,7 @@ impl DebertaNetwork {
 impl Network for DebertaNetwork {
     fn forward(&self, batch: &Batch, cls_only: bool, mode: &mut ForwardMode) -> Result<Outputs> {
         let mask = layers::mask_bias(&batch.attention_mask, self.word.dtype())?;
-        let mut x = self.embeddings(batch, mode)?;
+        let x = self.embeddings(batch, mode)?;
         let seq = x.dim(1)?;
         let relative = match &self.rel_embeddings {
             Some(table) => {
@@ -502,23 +502,21 @@ impl Network for DebertaNetwork {
             }
             None => None,
         };
-        let last = self.layers.len().saturating_sub(1);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let only_first = cls_only && i == last;
-            let queries = if only_first {
-                x.narrow(1, 0, 1)?
-            } else {
-                x.clone()
-            };
-            let rel = relative
-                .as_ref()
-                .map(|(all, first)| if only_first { first } else { all });
-            let attended =
-                layer
-                    .attention
-                    .forward(&self.settings, &x, &queries, &mask, rel, mode)?;
-            x = layer.feed_forward.forward(&attended, mode)?;
-        }
+        let x = layers::stack(
+            &self.layers,
+            x,
+            cls_only,
+            |layer, x, queries, only_first| {
+                let rel = relative
+                    .as_ref()
+                    .map(|(all, first)| if only_first { first } else { all });
+                let attended =
+                    layer
+                        .attention
+                        .forward(&self.settings, x, queries, &mask, rel, mode)?;
+                layer.feed_forward.forward(&attended, mode)
+            },
+        )?;
         let first = mode.dropout(&layers::first_token(&x)?, self.settings.pooler_dropout)?;
         let pooled = self
             .settings

@@ -7,9 +7,9 @@ use candle_core::Tensor;
 use serde_json::Value;
 
 use super::architecture::{Architecture, Network, Outputs};
-use super::config::{Activation, ModelConfig};
+use super::bert::{Attention, AttentionOutput, Encoder, FeedForward, Layer};
+use super::config::ModelConfig;
 use super::layers::{self, ForwardMode, LayerNorm, Linear};
-use super::ops;
 use super::params::Scope;
 use crate::tokenize::Batch;
 
@@ -19,28 +19,16 @@ const LAYER_NORM_EPS: f64 = 1e-12;
 #[derive(Debug)]
 pub struct DistilBert;
 
-struct Block {
-    q_lin: Linear,
-    k_lin: Linear,
-    v_lin: Linear,
-    out_lin: Linear,
-    sa_layer_norm: LayerNorm,
-    lin1: Linear,
-    lin2: Linear,
-    output_layer_norm: LayerNorm,
-}
-
 struct DistilBertNetwork {
     word: Tensor,
     position: Tensor,
     embedding_norm: LayerNorm,
-    blocks: Vec<Block>,
+    /// `Transformer`: BERT's layers under other names, with no dropout after the attention
+    /// output.
+    transformer: Encoder,
     pre_classifier: Linear,
     classifier: Linear,
-    heads: usize,
-    activation: Activation,
     dropout: f64,
-    attention_dropout: f64,
     classifier_dropout: f64,
 }
 
@@ -105,18 +93,24 @@ impl Architecture for DistilBert {
             .map(|i| {
                 let l = transformer.pp(format!("layer.{i}"));
                 let a = l.pp("attention");
-                Ok(Block {
-                    q_lin: Linear::new(&a.pp("q_lin"), h, h)?,
-                    k_lin: Linear::new(&a.pp("k_lin"), h, h)?,
-                    v_lin: Linear::new(&a.pp("v_lin"), h, h)?,
-                    out_lin: Linear::new(&a.pp("out_lin"), h, h)?,
-                    sa_layer_norm: LayerNorm::new(&l.pp("sa_layer_norm"), h, LAYER_NORM_EPS)?,
-                    lin1: Linear::new(&l.pp("ffn.lin1"), h, c.intermediate_size)?,
-                    lin2: Linear::new(&l.pp("ffn.lin2"), c.intermediate_size, h)?,
-                    output_layer_norm: LayerNorm::new(
-                        &l.pp("output_layer_norm"),
-                        h,
-                        LAYER_NORM_EPS,
+                Ok(Layer {
+                    attention: Attention::from_parts(
+                        Linear::new(&a.pp("q_lin"), h, h)?,
+                        Linear::new(&a.pp("k_lin"), h, h)?,
+                        Linear::new(&a.pp("v_lin"), h, h)?,
+                        AttentionOutput::from_parts(
+                            Linear::new(&a.pp("out_lin"), h, h)?,
+                            LayerNorm::new(&l.pp("sa_layer_norm"), h, LAYER_NORM_EPS)?,
+                            c.attention_probs_dropout_prob,
+                            0.0,
+                        ),
+                        c,
+                    ),
+                    feed_forward: FeedForward::from_parts(
+                        Linear::new(&l.pp("ffn.lin1"), h, c.intermediate_size)?,
+                        Linear::new(&l.pp("ffn.lin2"), c.intermediate_size, h)?,
+                        LayerNorm::new(&l.pp("output_layer_norm"), h, LAYER_NORM_EPS)?,
+                        c,
                     )?,
                 })
             })
@@ -125,13 +119,10 @@ impl Architecture for DistilBert {
             word,
             position,
             embedding_norm,
-            blocks,
+            transformer: Encoder::from_layers(blocks),
             pre_classifier: Linear::new(&root.pp("pre_classifier").head(), h, h)?,
             classifier: Linear::new(&root.pp("classifier").head(), h, num_labels)?,
-            heads: c.num_attention_heads,
-            activation: c.activation()?,
             dropout: c.hidden_dropout_prob,
-            attention_dropout: c.attention_probs_dropout_prob,
             classifier_dropout: c.classifier_dropout_prob(),
         }))
     }
@@ -148,45 +139,13 @@ impl DistilBertNetwork {
             .broadcast_add(&self.position.narrow(0, 0, seq)?.unsqueeze(0)?)?;
         mode.dropout(&self.embedding_norm.forward(&x)?, self.dropout)
     }
-
-    /// `TransformerBlock`: no dropout after the attention output, unlike BERT.
-    fn block(
-        &self,
-        b: &Block,
-        x: &Tensor,
-        queries: &Tensor,
-        mask: &Tensor,
-        mode: &mut ForwardMode,
-    ) -> candle_core::Result<Tensor> {
-        let q = layers::split_heads(&b.q_lin.forward(queries)?, self.heads)?;
-        let k = layers::split_heads(&b.k_lin.forward(x)?, self.heads)?;
-        let v = layers::split_heads(&b.v_lin.forward(x)?, self.heads)?;
-        let scale = 1.0 / (q.dim(3)? as f64).sqrt();
-        let probs = ops::attention_softmax(&q.matmul(&k.t()?)?, mask, scale)?;
-        let probs = mode.dropout(&probs, self.attention_dropout)?;
-        let context = layers::merge_heads(&probs.matmul(&v)?)?;
-        let attended = b
-            .sa_layer_norm
-            .forward(&(b.out_lin.forward(&context)? + queries)?)?;
-        let h = self.activation.apply(&b.lin1.forward(&attended)?)?;
-        let ffn = mode.dropout(&b.lin2.forward(&h)?, self.dropout)?;
-        b.output_layer_norm.forward(&(ffn + attended)?)
-    }
 }
 
 impl Network for DistilBertNetwork {
     fn forward(&self, batch: &Batch, cls_only: bool, mode: &mut ForwardMode) -> Result<Outputs> {
         let mask = layers::mask_bias(&batch.attention_mask, self.word.dtype())?;
-        let mut x = self.embeddings(&batch.input_ids, mode)?;
-        let last = self.blocks.len().saturating_sub(1);
-        for (i, block) in self.blocks.iter().enumerate() {
-            let queries = if cls_only && i == last {
-                x.narrow(1, 0, 1)?
-            } else {
-                x.clone()
-            };
-            x = self.block(block, &x, &queries, &mask, mode)?;
-        }
+        let x = self.embeddings(&batch.input_ids, mode)?;
+        let x = self.transformer.forward(x, &mask, cls_only, mode)?;
         let pooled = self
             .pre_classifier
             .forward(&layers::first_token(&x)?)?

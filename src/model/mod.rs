@@ -73,13 +73,7 @@ impl SequenceClassifier {
     /// The same weights with every linear layer computing in int8 (inference only: the
     /// quantized product has no gradient).
     pub fn quantized(&self, kernel: int8::Kernel) -> Result<Self> {
-        let tensors = self.named_tensors().into_iter().collect();
-        Self::build_with(
-            &self.config,
-            self.num_labels,
-            &mut Tensors(&tensors),
-            Some(kernel),
-        )
+        self.rebuilt(|t| Ok(t.clone()), Some(kernel))
     }
 
     /// Builds the model from a complete set of named parameters. The tensors are used as they
@@ -112,29 +106,29 @@ impl SequenceClassifier {
             .collect()
     }
 
-    fn rebuilt(&self, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) -> Result<Self> {
+    /// The same model on each parameter mapped by `f`, with linear layers in `int8`.
+    fn rebuilt(
+        &self,
+        f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+        int8: Option<int8::Kernel>,
+    ) -> Result<Self> {
         let tensors = self
             .params
             .iter()
             .map(|p| Ok((p.name.clone(), f(&p.tensor)?)))
             .collect::<Result<_>>()?;
-        Self::build_with(
-            &self.config,
-            self.num_labels,
-            &mut Tensors(&tensors),
-            self.int8,
-        )
+        Self::build_with(&self.config, self.num_labels, &mut Tensors(&tensors), int8)
     }
 
     /// The same model on weights cast to `dtype`; the casts stay in the graph, so gradients
     /// flow back to the original weights in their own dtype.
     pub fn cast(&self, dtype: DType) -> Result<Self> {
-        self.rebuilt(|t| t.to_dtype(dtype))
+        self.rebuilt(|t| t.to_dtype(dtype), self.int8)
     }
 
     /// The same weights without gradient tracking: inference on it builds no graph.
     pub fn detached(&self) -> Result<Self> {
-        self.rebuilt(|t| Ok(t.detach()))
+        self.rebuilt(|t| Ok(t.detach()), self.int8)
     }
 
     /// The whole forward pass, with the last hidden state of every token.
