@@ -97,14 +97,19 @@ impl QuantizedLinear {
     /// `x` (rows, inputs) f32 -> (rows, outputs).
     fn run(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let mut out = vec![0f32; rows * self.outputs];
+        let width = self.inputs.div_ceil(GROUP) * GROUP;
+        // One buffer of quantized rows per worker, not one per chunk of 4 rows.
         out.par_chunks_mut(ROWS * self.outputs)
             .enumerate()
-            .for_each(|(chunk, out)| match self.kernel {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: Kernel::Avx2 is only chosen where the CPU has AVX2.
-                Kernel::Avx2 => unsafe { self.rows_avx2(x, chunk * ROWS, out) },
-                _ => self.rows(x, chunk * ROWS, out, portable_pair),
-            });
+            .for_each_init(
+                || vec![0u8; ROWS * width],
+                |q, (chunk, out)| match self.kernel {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: Kernel::Avx2 is only chosen where the CPU has AVX2.
+                    Kernel::Avx2 => unsafe { self.rows_avx2(x, chunk * ROWS, out, q) },
+                    _ => self.rows(x, chunk * ROWS, out, q, portable_pair),
+                },
+            );
         out
     }
 
@@ -112,27 +117,28 @@ impl QuantizedLinear {
     /// vectorize too (rounding included: without SSE4.1 each rounding is a libm call).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_avx2(&self, x: &[f32], first: usize, out: &mut [f32]) {
-        self.rows(x, first, out, |q, width, w, w2, groups, acc| {
+    unsafe fn rows_avx2(&self, x: &[f32], first: usize, out: &mut [f32], q: &mut [u8]) {
+        self.rows(x, first, out, q, |q, width, w, w2, groups, acc| {
             // SAFETY: this function only runs where the CPU has AVX2.
             unsafe { avx2::pair(q, width, w, w2, groups, acc) }
         })
     }
 
-    /// The outputs of rows `first..` (as many as `out` holds): each row quantized, then
-    /// every pair of column blocks summed by `pair` and dequantized.
+    /// The outputs of rows `first..` (as many as `out` holds): each row quantized into `q`
+    /// (zero-padded to whole input groups), then every pair of column blocks summed by `pair`
+    /// and dequantized.
     #[inline(always)]
     fn rows(
         &self,
         x: &[f32],
         first: usize,
         out: &mut [f32],
+        q: &mut [u8],
         pair: impl Fn(&[u8], usize, &[i8], Option<&[i8]>, usize, &mut Accumulators),
     ) {
         let groups = self.inputs.div_ceil(GROUP);
         let width = groups * GROUP;
         let n = out.len() / self.outputs;
-        let mut q = vec![0u8; ROWS * width];
         let mut scale = [0f32; ROWS];
         let mut zero = [0i32; ROWS];
         for r in 0..n {
@@ -146,7 +152,7 @@ impl QuantizedLinear {
             let two = first_block + 1 < blocks;
             let w = &self.packed[first_block * block_len..][..block_len];
             let w2 = two.then(|| &self.packed[(first_block + 1) * block_len..][..block_len]);
-            pair(&q, width, w, w2, groups, &mut acc);
+            pair(q, width, w, w2, groups, &mut acc);
             for (half, acc) in acc.iter().enumerate().take(1 + two as usize) {
                 let base = (first_block + half) * COLS;
                 let cols = COLS.min(self.outputs - base);
