@@ -25,6 +25,10 @@
 #   --out DIR          where results go (default target/gpu-check; relative to the repository)
 # Environment:
 #   BERTCLS               CPU bertcls binary to use instead of `cargo build --release`
+#   BERTCLS_CUDA          CUDA build of bertcls to use instead of building one (a GPU machine
+#                         without Rust: build elsewhere with scripts/check-cuda.sh and copy it)
+#   GPU_TESTS             tests/gpu.rs built elsewhere (`cargo test --release --features cuda
+#                         --test gpu --no-run` prints its path) to run instead of `cargo test`
 #   GPU_CHECK_BASE_MODEL  base model source instead of the config's model_name_or_path
 #   GPU_CHECK_NVIDIA_SMI  nvidia-smi to probe the GPU with (default: nvidia-smi on PATH)
 #   CUDA_COMPUTE_CAP      kernels' compute capability (default: the GPU's; 80 for a 9.x GPU when
@@ -60,7 +64,7 @@ STEPS="$OUT/state/steps"
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 CONFIG=configs/sentiment.toml
 CUDA_TARGET_DIR=${CARGO_TARGET_DIR_CUDA:-target/cuda}
-CUDA_BIN="$REPO/$CUDA_TARGET_DIR/release/bertcls"
+CUDA_BIN=${BERTCLS_CUDA:-$REPO/$CUDA_TARGET_DIR/release/bertcls}
 NVIDIA_SMI=${GPU_CHECK_NVIDIA_SMI:-nvidia-smi}
 MODE=full
 [ "$UNTIL_GPU" = 1 ] && MODE=until-gpu
@@ -204,6 +208,12 @@ step_preflight() {
     command -v "$tool" >/dev/null || { echo "error: $tool not found" >&2; exit 1; }
   done
   [ -n "${BERTCLS:-}" ] || command -v cargo >/dev/null || { echo "error: cargo not found (or set BERTCLS)" >&2; exit 1; }
+  if [ -n "${BERTCLS_CUDA:-}" ]; then
+    [ -x "$BERTCLS_CUDA" ] || { echo "error: BERTCLS_CUDA=$BERTCLS_CUDA is not an executable" >&2; exit 1; }
+  fi
+  if [ -n "${GPU_TESTS:-}" ]; then
+    [ -x "$GPU_TESTS" ] || { echo "error: GPU_TESTS=$GPU_TESTS is not an executable" >&2; exit 1; }
+  fi
   for f in data/sst2/train.tsv data/sst2/dev.tsv "$CONFIG"; do
     [ -f "$f" ] || { echo "error: $f missing" >&2; exit 1; }
   done
@@ -352,14 +362,23 @@ cuda_env() {
 }
 
 step_cuda_build() {
-  cuda_env
-  x bash scripts/check-cuda.sh
-  [ -x "$CUDA_BIN" ] || { echo "error: $CUDA_BIN was not built" >&2; exit 1; }
+  if [ -n "${BERTCLS_CUDA:-}" ]; then
+    log "using BERTCLS_CUDA=$BERTCLS_CUDA (no build)"
+  else
+    cuda_env
+    x bash scripts/check-cuda.sh
+    [ -x "$CUDA_BIN" ] || { echo "error: $CUDA_BIN was not built" >&2; exit 1; }
+  fi
+  x "$CUDA_BIN" --version
 }
 
 step_device_tests() {
-  cuda_env
   # tests/gpu.rs: training, bf16, eval and predict on cuda:0 against the CPU, on the tiny model.
+  if [ -n "${GPU_TESTS:-}" ]; then
+    x "$GPU_TESTS" --ignored --test-threads 1
+    return 0
+  fi
+  cuda_env
   x cargo test --release --features cuda --test gpu -- --ignored --test-threads 1
   if [ "$FULL_SUITE" = 1 ]; then
     # The rest of the suite pins its runs to the CPU: this proves the CUDA build's CPU path.
