@@ -20,13 +20,17 @@
 //!   cargo bench --bench compare -- --set group_by_length=false
 //!   cargo bench --bench compare -- --predict-only        # the prediction rows, on the model
 //!                                                        # an earlier run trained
+//!   cargo bench --bench compare -- --emulated-bf16       # the bf16 row without AVX512-BF16
 //!
 //! The reference side is scripts/reference/sst2_pytorch.py in the virtual environment that
 //! scripts/reference/setup.sh creates (torch, transformers, onnxruntime, onnx, onnxscript;
 //! about 2 minutes the first time). 2 threads everywhere. The bench checks that the PyTorch
 //! side's grouped batches and prediction passes are the ones bertcls computes (with bertcls'
 //! own tokenizer and `epoch_batches`/`plan_passes`), and says so in the table.
-//! Writes target/bench/compare.md and compare.json.
+//! Writes target/bench/compare.md and compare.json after every row, so a stopped run keeps
+//! what it finished; a row that fails is listed under the tables with its error and the run
+//! goes on. The PyTorch bf16 row runs only where the CPU has AVX512-BF16: elsewhere autocast
+//! emulates bf16 at a fraction of fp32's speed (over 20 minutes on a 2-core AVX2 machine).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -55,6 +59,8 @@ struct Options {
     overrides: Vec<String>,
     /// Skip training: predict with target/bench/bertcls-SEED from an earlier run.
     predict_only: bool,
+    /// Run the bf16 autocast row on a CPU without AVX512-BF16 too.
+    emulated_bf16: bool,
 }
 
 fn options() -> Result<Options> {
@@ -63,6 +69,7 @@ fn options() -> Result<Options> {
         reference: true,
         overrides: Vec::new(),
         predict_only: false,
+        emulated_bf16: false,
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = args.next() {
@@ -78,6 +85,7 @@ fn options() -> Result<Options> {
             }
             "--no-reference" => opts.reference = false,
             "--predict-only" => opts.predict_only = true,
+            "--emulated-bf16" => opts.emulated_bf16 = true,
             "--set" => opts
                 .overrides
                 .push(args.next().context("--set needs KEY=VALUE")?),
@@ -169,6 +177,14 @@ fn machine() -> (String, String) {
         ),
         listed,
     )
+}
+
+fn has_cpu_flag(flag: &str) -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .is_some_and(|l| l.split_whitespace().any(|f| f == flag))
 }
 
 fn load_average() -> String {
@@ -266,6 +282,268 @@ struct Prediction {
     same_passes: Option<bool>,
 }
 
+/// The training setups of the PyTorch side: name and sst2_pytorch.py flags.
+const SETUPS: [(&str, &[&str]); 3] = [
+    ("PyTorch fp32, random batches", &[]),
+    (
+        "PyTorch fp32, bertcls' grouped batches",
+        &["--group-by-length"],
+    ),
+    (
+        "PyTorch bf16 autocast, bertcls' grouped batches",
+        &["--group-by-length", "--bf16"],
+    ),
+];
+
+/// Everything measured so far. It is written to disk after every row, so a run that is stopped
+/// or loses a row keeps the rows it finished.
+struct Results {
+    machine: String,
+    flags: String,
+    load_before: String,
+    seeds: Vec<u64>,
+    ours: Vec<Value>,
+    theirs: Vec<Vec<Value>>,
+    batches_checked: Vec<bool>,
+    /// Rows that did not run: what and why.
+    missing: Vec<String>,
+    export: Value,
+    predictions: Vec<Prediction>,
+    prediction_rows: usize,
+    dev_labels: Vec<String>,
+}
+
+impl Results {
+    fn table(&self, load_after: &str) -> String {
+        let Self {
+            machine,
+            flags,
+            load_before,
+            ours,
+            theirs,
+            ..
+        } = self;
+        let seeds = self
+            .seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let avg =
+            |runs: &[Value], key: &str| mean(&runs.iter().map(|r| f(r, key)).collect::<Vec<_>>());
+        let reached = |runs: &[Value], acc: &str, time: &str| {
+            mean(
+                &runs
+                    .iter()
+                    .map(|r| {
+                        if f(r, acc) >= TARGET_ACCURACY {
+                            f(r, time)
+                        } else {
+                            f64::NAN
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mut table = format!(
+            "Machine: {machine}. CPU flags: {flags}. Threads: 2 (torch.set_num_threads(2), ORT \
+             intra_op_num_threads=2; bertcls on the 2 cores). Load average (1, 5, 15 min) \
+             before: {load_before}; after: {load_after}. Seeds: {seeds}.\n\n"
+        );
+        if !ours.is_empty() {
+            let our_time = avg(ours, "train_runtime");
+            table.push_str(&format!(
+                "| SST-2 8k recipe, training | time, s | examples/s | real tokens/s | padded \
+                 tokens | dev accuracy | time to {TARGET_ACCURACY}, s | peak RSS, MB | bertcls \
+                 speed-up |\n|---|---|---|---|---|---|---|---|---|\n"
+            ));
+            table.push_str(&format!(
+                "| bertcls fp32, group_by_length (configs/sentiment.toml) | {} | {} | {} | {} | \
+                 {} | {} | {} | - |\n",
+                num(our_time, 1),
+                num(avg(ours, "train_samples_per_second"), 1),
+                num(avg(ours, "train_tokens_per_second"), 0),
+                num(avg(ours, "padded_tokens"), 0),
+                num(avg(ours, "eval_accuracy"), 4),
+                num(reached(ours, "eval_accuracy", "train_runtime"), 1),
+                num(avg(ours, "peak_rss_mb"), 0),
+            ));
+            for ((name, _), runs) in SETUPS.iter().zip(theirs) {
+                if runs.is_empty() {
+                    continue;
+                }
+                let time = avg(runs, "train_seconds");
+                table.push_str(&format!(
+                    "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    num(time, 1),
+                    num(avg(runs, "train_examples_per_second"), 1),
+                    num(avg(runs, "train_real_tokens_per_second"), 0),
+                    num(avg(runs, "padded_tokens"), 0),
+                    num(avg(runs, "dev_accuracy"), 4),
+                    num(reached(runs, "dev_accuracy", "train_seconds"), 1),
+                    num(avg(runs, "peak_rss_mb"), 0),
+                    ratio_text(time / our_time),
+                ));
+            }
+            if !self.batches_checked.is_empty() {
+                table.push_str(&format!(
+                    "\nPyTorch's grouped batches identical to bertcls' (same lengths from \
+                     bertcls' tokenizer, same `epoch_batches`): {} of {} runs.\n",
+                    self.batches_checked.iter().filter(|&&b| b).count(),
+                    self.batches_checked.len()
+                ));
+            }
+            for (i, seed) in self.seeds.iter().enumerate().take(ours.len()) {
+                table.push_str(&format!(
+                    "\nSeed {seed}: bertcls accuracy {:.4} in {:.1} s",
+                    f(&ours[i], "eval_accuracy"),
+                    f(&ours[i], "train_runtime")
+                ));
+                for ((name, _), runs) in SETUPS.iter().zip(theirs) {
+                    if let Some(t) = runs.get(i) {
+                        table.push_str(&format!(
+                            "; {name} {:.4} in {:.1} s",
+                            f(t, "dev_accuracy"),
+                            f(t, "train_seconds")
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(ours_predict) = self.predictions.first() {
+            table.push_str(&self.prediction_table(ours_predict));
+        }
+        if !self.missing.is_empty() {
+            table.push_str("\n\nNot in the tables:\n");
+            for m in &self.missing {
+                table.push_str(&format!("- {m}\n"));
+            }
+        }
+        table
+    }
+
+    fn prediction_table(&self, ours: &Prediction) -> String {
+        let dev = self.dev_labels.len();
+        let mut table = format!(
+            "\n\n| predict, {} rows ({dev} SST-2 dev + {EXTRA_PREDICT_ROWS} train), passes of ≤ \
+             {PREDICT_BATCH} sorted by length | model only, examples/s | after model load, \
+             examples/s | whole command, s | whole command, examples/s | dev accuracy | same \
+             labels as bertcls | peak RSS, MB | same passes as bertcls |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+            self.prediction_rows
+        );
+        for p in &self.predictions {
+            let correct = p
+                .labels
+                .iter()
+                .zip(&self.dev_labels)
+                .filter(|(a, b)| a == b)
+                .count();
+            let same = p
+                .labels
+                .iter()
+                .zip(&ours.labels)
+                .filter(|(a, b)| a == b)
+                .count();
+            table.push_str(&format!(
+                "| {} | {} | {} | {:.1} | {:.1} | {:.4} | {same} of {} ({:.1}%) | {:.0} | {} |\n",
+                p.name,
+                if p.model_only {
+                    num(f(&p.summary, "model_examples_per_second"), 1)
+                } else {
+                    "not reported".into()
+                },
+                num(f(&p.summary, "examples_per_second"), 1),
+                p.wall,
+                self.prediction_rows as f64 / p.wall,
+                correct as f64 / dev.max(1) as f64,
+                p.labels.len(),
+                100.0 * same as f64 / p.labels.len().max(1) as f64,
+                f(&p.summary, "peak_rss_mb"),
+                match p.same_passes {
+                    Some(true) => "yes",
+                    Some(false) => "NO",
+                    None => "-",
+                },
+            ));
+        }
+        table.push_str(
+            "\nModel only: the forward passes alone (the model call and the argmax). After model \
+             load: reading, tokenizing, padding, the model and writing the output, as `bertcls \
+             predict --json` reports its `seconds`; bertcls' model-only time is its \
+             `model_seconds` (padding the batches, the forward passes, reading the logits back). \
+             Whole command: process start to exit (interpreter and imports, model load \
+             included), timed by this bench. No warm-up on any side.\n",
+        );
+        if !self.export.is_null() {
+            table.push_str(&format!(
+                "\nOne-time ONNX preparation (not in the times above): torch.onnx.export {:.1} s, \
+                 quantize_dynamic {:.1} s; largest logit difference from the eager model on a \
+                 check batch: fp32 {:.1e}, int8 {:.1e}.\n",
+                f(&self.export, "export_seconds"),
+                f(&self.export, "quantize_seconds"),
+                f(&self.export, "max_abs_logit_difference_fp32"),
+                f(&self.export, "max_abs_logit_difference_int8")
+            ));
+        }
+        let versions: Vec<String> = self
+            .predictions
+            .iter()
+            .skip(1)
+            .filter_map(|p| {
+                ["torch", "onnxruntime"]
+                    .iter()
+                    .find_map(|k| p.summary[k].as_str().map(|v| format!("{k} {v}")))
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !versions.is_empty() {
+            table.push_str(&format!("\nVersions: {}.\n", versions.join(", ")));
+        }
+        table
+    }
+
+    /// Writes compare.md and compare.json (each through a temporary file and a rename, so a
+    /// stopped run leaves the last complete pair); returns the table.
+    fn save(&self, work: &Path) -> Result<String> {
+        let load_after = load_average();
+        let table = self.table(&load_after);
+        let predict_json: Vec<Value> = self
+            .predictions
+            .iter()
+            .map(|p| json!({"name": p.name, "summary": p.summary, "whole_command_seconds": p.wall, "same_passes": p.same_passes}))
+            .collect();
+        let json = serde_json::to_vec_pretty(&json!({
+            "machine": self.machine,
+            "cpu_flags": self.flags,
+            "load_average_before": self.load_before,
+            "load_average_after": load_after,
+            "seeds": self.seeds,
+            "bertcls": self.ours,
+            "pytorch": SETUPS.iter().zip(&self.theirs).map(|((name, _), runs)| json!({"setup": name, "runs": runs})).collect::<Vec<_>>(),
+            "training_batches_identical": self.batches_checked,
+            "onnx_export": self.export,
+            "predict": predict_json,
+            "not_run": self.missing,
+        }))?;
+        for (name, bytes) in [("compare.md", table.as_bytes()), ("compare.json", &json)] {
+            let tmp = work.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, work.join(name))?;
+        }
+        Ok(table)
+    }
+
+    /// Keeps a row that failed out of the tables, says why, and goes on with the next.
+    fn failed(&mut self, what: String, error: &anyhow::Error) {
+        let first = format!("{error:#}");
+        let first = first.lines().last().unwrap_or("").trim().to_string();
+        eprintln!("{what}: FAILED: {error:#}");
+        self.missing.push(format!("{what}: failed ({first})"));
+    }
+}
+
 fn main() -> Result<()> {
     let opts = options()?;
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -295,22 +573,37 @@ fn main() -> Result<()> {
         .take(TRAIN_ROWS)
         .map(|(_, t)| t)
         .collect();
+    let input = work.join("predict.tsv");
+    let texts = prediction_set(&repo, &input)?;
+    let mut results = Results {
+        machine,
+        flags,
+        load_before,
+        seeds: opts.seeds.clone(),
+        ours: Vec::new(),
+        theirs: vec![Vec::new(); SETUPS.len()],
+        batches_checked: Vec::new(),
+        missing: Vec::new(),
+        export: Value::Null,
+        predictions: Vec::new(),
+        prediction_rows: texts.len(),
+        dev_labels: tsv_columns(&repo.join("data/sst2/dev.tsv"))?
+            .into_iter()
+            .map(|(label, _)| label)
+            .collect(),
+    };
+    // PyTorch's CPU autocast emulates bf16 where the CPU lacks AVX512-BF16, at a small fraction
+    // of fp32's speed: no speed-minded user runs that, and it would take most of an hour.
+    let native_bf16 = has_cpu_flag("avx512_bf16");
+    if !native_bf16 && !opts.emulated_bf16 && python.is_some() && !opts.predict_only {
+        results.missing.push(format!(
+            "{}: not run, this CPU has no AVX512-BF16 (autocast would emulate bf16; \
+             --emulated-bf16 runs it anyway)",
+            SETUPS[2].0
+        ));
+    }
 
     // Training: bertcls, then each PyTorch setup, seed by seed.
-    let setups: [(&str, &[&str]); 3] = [
-        ("PyTorch fp32, random batches", &[]),
-        (
-            "PyTorch fp32, bertcls' grouped batches",
-            &["--group-by-length"],
-        ),
-        (
-            "PyTorch bf16 autocast, bertcls' grouped batches",
-            &["--group-by-length", "--bf16"],
-        ),
-    ];
-    let mut ours = Vec::new();
-    let mut theirs: Vec<Vec<Value>> = vec![Vec::new(); setups.len()];
-    let mut batches_checked: Vec<bool> = Vec::new();
     let training_seeds: &[u64] = if opts.predict_only { &[] } else { &opts.seeds };
     for &seed in training_seeds {
         let out = work.join(format!("bertcls-{seed}"));
@@ -326,51 +619,63 @@ fn main() -> Result<()> {
         for o in &opts.overrides {
             cmd.args(["--set", o]);
         }
-        run(&mut cmd)?;
-        ours.push(serde_json::from_slice::<Value>(&std::fs::read(
-            out.join("all_results.json"),
-        )?)?);
-        if let Some(python) = &python {
-            let classifier = Classifier::load(&out, &LoadOptions::cpu())?;
-            for (s, (name, flags)) in setups.iter().enumerate() {
-                eprintln!("{name}: training with seed {seed}");
-                let written = work.join(format!("pytorch-batches-{seed}.json"));
-                let mut cmd = Command::new(python);
-                cmd.current_dir(&repo)
-                    .arg(&script)
-                    .args(["train", &base, "--seed", &seed.to_string()])
-                    .args(*flags);
-                if flags.contains(&"--group-by-length") {
-                    cmd.arg("--batches-out").arg(&written);
-                }
-                theirs[s].push(json_of(&run(&mut cmd)?)?);
-                if flags.contains(&"--group-by-length") {
-                    batches_checked.push(same_training_batches(
-                        &classifier,
-                        &train_texts,
-                        &written,
-                        seed,
-                    )?);
+        let trained = run(&mut cmd).and_then(|_| {
+            Ok(serde_json::from_slice::<Value>(&std::fs::read(
+                out.join("all_results.json"),
+            )?)?)
+        });
+        match trained {
+            Ok(r) => results.ours.push(r),
+            Err(e) => {
+                results.failed(format!("bertcls training, seed {seed}"), &e);
+                results.save(&work)?;
+                continue;
+            }
+        }
+        results.save(&work)?;
+        let Some(python) = &python else { continue };
+        let classifier = Classifier::load(&out, &LoadOptions::cpu())?;
+        for (s, (name, flags)) in SETUPS.iter().enumerate() {
+            if flags.contains(&"--bf16") && !native_bf16 && !opts.emulated_bf16 {
+                continue;
+            }
+            eprintln!("{name}: training with seed {seed}");
+            let written = work.join(format!("pytorch-batches-{seed}.json"));
+            let grouped = flags.contains(&"--group-by-length");
+            let mut cmd = Command::new(python);
+            cmd.current_dir(&repo)
+                .arg(&script)
+                .args(["train", &base, "--seed", &seed.to_string()])
+                .args(*flags);
+            if grouped {
+                cmd.arg("--batches-out").arg(&written);
+            }
+            match run(&mut cmd).and_then(|out| json_of(&out)) {
+                Ok(r) => results.theirs[s].push(r),
+                Err(e) => {
+                    results.failed(format!("{name}, seed {seed}"), &e);
+                    results.save(&work)?;
+                    continue;
                 }
             }
+            if grouped {
+                let same = same_training_batches(&classifier, &train_texts, &written, seed)?;
+                results.batches_checked.push(same);
+            }
+            results.save(&work)?;
         }
     }
 
     // Prediction: every engine scores the model bertcls trained with the first seed.
     let model = work.join(format!("bertcls-{}", opts.seeds[0]));
-    let input = work.join("predict.tsv");
-    let texts = prediction_set(&repo, &input)?;
-    let dev_labels: Vec<String> = tsv_columns(&repo.join("data/sst2/dev.tsv"))?
-        .into_iter()
-        .map(|(label, _)| label)
-        .collect();
     if !model.join("config.json").is_file() {
-        bail!(
-            "{}: no trained model (run the bench without --predict-only first)",
+        results.missing.push(format!(
+            "prediction: {} has no trained model (run the bench without --predict-only first)",
             model.display()
-        );
+        ));
+        println!("{}", results.save(&work)?);
+        bail!("no trained model to predict with");
     }
-    let mut predictions = Vec::new();
     for (name, tag, extra) in [
         ("bertcls fp32", "bertcls", &[][..]),
         (
@@ -381,7 +686,7 @@ fn main() -> Result<()> {
     ] {
         eprintln!("{name}: predicting");
         let output = work.join(format!("predicted-{tag}.tsv"));
-        let (summary, wall) = timed_json(
+        let predicted = timed_json(
             Command::new(BERTCLS)
                 .args(["predict", "--model"])
                 .arg(&model)
@@ -391,27 +696,44 @@ fn main() -> Result<()> {
                 .arg(&output)
                 .args(["--batch-size", &PREDICT_BATCH.to_string(), "--json"])
                 .args(extra),
-        )?;
-        predictions.push(Prediction {
-            name: name.into(),
-            summary,
-            wall,
-            labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
-            model_only: true,
-            same_passes: None,
+        )
+        .and_then(|(summary, wall)| {
+            Ok(Prediction {
+                name: name.into(),
+                summary,
+                wall,
+                labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
+                model_only: true,
+                same_passes: None,
+            })
         });
+        match predicted {
+            Ok(p) => results.predictions.push(p),
+            Err(e) => results.failed(format!("{name} prediction"), &e),
+        }
+        results.save(&work)?;
     }
-    let mut export = Value::Null;
     if let Some(python) = &python {
         let expected = bertcls_passes(&Classifier::load(&model, &LoadOptions::cpu())?, &texts)?;
         let onnx_dir = work.join("onnx");
         eprintln!("exporting to ONNX and quantizing");
-        export = json_of(&run(Command::new(python)
+        let exported = run(Command::new(python)
             .current_dir(&repo)
             .arg(&script)
             .arg("export")
             .arg(&model)
-            .arg(&onnx_dir))?)?;
+            .arg(&onnx_dir))
+        .and_then(|out| json_of(&out));
+        let onnx_ready = match exported {
+            Ok(export) => {
+                results.export = export;
+                true
+            }
+            Err(e) => {
+                results.failed("ONNX export and quantization".into(), &e);
+                false
+            }
+        };
         let engines: [(&str, &str, Option<PathBuf>); 3] = [
             ("PyTorch eager fp32", "torch", None),
             (
@@ -426,6 +748,9 @@ fn main() -> Result<()> {
             ),
         ];
         for (name, tag, onnx) in engines {
+            if onnx.is_some() && !onnx_ready {
+                continue;
+            }
             eprintln!("{name}: predicting");
             let output = work.join(format!("predicted-{tag}.tsv"));
             let passes = work.join(format!("passes-{tag}.json"));
@@ -449,200 +774,23 @@ fn main() -> Result<()> {
                     cmd.args(["--engine", "torch"]);
                 }
             }
-            let (summary, wall) = timed_json(&mut cmd)?;
-            predictions.push(Prediction {
-                name: name.into(),
-                summary,
-                wall,
-                labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
-                model_only: true,
-                same_passes: Some(same_passes(&expected, &passes)?),
-            });
-        }
-    }
-    let load_after = load_average();
-
-    // The tables.
-    let seeds = opts
-        .seeds
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let avg = |runs: &[Value], key: &str| mean(&runs.iter().map(|r| f(r, key)).collect::<Vec<_>>());
-    let reached = |runs: &[Value], acc: &str, time: &str| {
-        mean(
-            &runs
-                .iter()
-                .map(|r| {
-                    if f(r, acc) >= TARGET_ACCURACY {
-                        f(r, time)
-                    } else {
-                        f64::NAN
-                    }
+            let predicted = timed_json(&mut cmd).and_then(|(summary, wall)| {
+                Ok(Prediction {
+                    name: name.into(),
+                    summary,
+                    wall,
+                    labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
+                    model_only: true,
+                    same_passes: Some(same_passes(&expected, &passes)?),
                 })
-                .collect::<Vec<_>>(),
-        )
-    };
-    let our_time = avg(&ours, "train_runtime");
-    let mut table = format!(
-        "Machine: {machine}. CPU flags: {flags}. Threads: 2 (torch.set_num_threads(2), ORT \
-         intra_op_num_threads=2; bertcls on the 2 cores). Load average (1, 5, 15 min) before: \
-         {load_before}; after: {load_after}. Seeds: {seeds}.\n\n"
-    );
-    if !ours.is_empty() {
-        table.push_str(&format!("\
-         | SST-2 8k recipe, training | time, s | examples/s | real tokens/s | padded tokens | dev accuracy | time to {TARGET_ACCURACY}, s | peak RSS, MB | bertcls speed-up |\n\
-         |---|---|---|---|---|---|---|---|---|\n"
-    ));
-        table.push_str(&format!(
-        "| bertcls fp32, group_by_length (configs/sentiment.toml) | {} | {} | {} | {} | {} | {} | {} | - |\n",
-        num(our_time, 1),
-        num(avg(&ours, "train_samples_per_second"), 1),
-        num(avg(&ours, "train_tokens_per_second"), 0),
-        num(avg(&ours, "padded_tokens"), 0),
-        num(avg(&ours, "eval_accuracy"), 4),
-        num(reached(&ours, "eval_accuracy", "train_runtime"), 1),
-        num(avg(&ours, "peak_rss_mb"), 0),
-    ));
-        for ((name, _), runs) in setups.iter().zip(&theirs) {
-            if runs.is_empty() {
-                continue;
+            });
+            match predicted {
+                Ok(p) => results.predictions.push(p),
+                Err(e) => results.failed(format!("{name} prediction"), &e),
             }
-            let time = avg(runs, "train_seconds");
-            table.push_str(&format!(
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                num(time, 1),
-                num(avg(runs, "train_examples_per_second"), 1),
-                num(avg(runs, "train_real_tokens_per_second"), 0),
-                num(avg(runs, "padded_tokens"), 0),
-                num(avg(runs, "dev_accuracy"), 4),
-                num(reached(runs, "dev_accuracy", "train_seconds"), 1),
-                num(avg(runs, "peak_rss_mb"), 0),
-                ratio_text(time / our_time),
-            ));
-        }
-        if !batches_checked.is_empty() {
-            table.push_str(&format!(
-                "\nPyTorch's grouped batches identical to bertcls' (same lengths from bertcls' \
-             tokenizer, same `epoch_batches`): {} of {} runs.\n",
-                batches_checked.iter().filter(|&&b| b).count(),
-                batches_checked.len()
-            ));
-        }
-        for (i, seed) in opts.seeds.iter().enumerate() {
-            table.push_str(&format!(
-                "\nSeed {seed}: bertcls accuracy {:.4} in {:.1} s",
-                f(&ours[i], "eval_accuracy"),
-                f(&ours[i], "train_runtime")
-            ));
-            for ((name, _), runs) in setups.iter().zip(&theirs) {
-                if let Some(t) = runs.get(i) {
-                    table.push_str(&format!(
-                        "; {name} {:.4} in {:.1} s",
-                        f(t, "dev_accuracy"),
-                        f(t, "train_seconds")
-                    ));
-                }
-            }
+            results.save(&work)?;
         }
     }
-
-    let ours_predict = &predictions[0];
-    let dev = dev_labels.len();
-    table.push_str(&format!(
-        "\n\n| predict, {} rows ({dev} SST-2 dev + {EXTRA_PREDICT_ROWS} train), passes of ≤ {PREDICT_BATCH} sorted by length | model only, examples/s | after model load, examples/s | whole command, s | whole command, examples/s | dev accuracy | same labels as bertcls | peak RSS, MB | same passes as bertcls |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
-        texts.len()
-    ));
-    for p in &predictions {
-        let correct = p
-            .labels
-            .iter()
-            .zip(&dev_labels)
-            .filter(|(a, b)| a == b)
-            .count();
-        let same = p
-            .labels
-            .iter()
-            .zip(&ours_predict.labels)
-            .filter(|(a, b)| a == b)
-            .count();
-        table.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.4} | {same} of {} ({:.1}%) | {:.0} | {} |\n",
-            p.name,
-            if p.model_only {
-                num(f(&p.summary, "model_examples_per_second"), 1)
-            } else {
-                "not reported".into()
-            },
-            num(f(&p.summary, "examples_per_second"), 1),
-            p.wall,
-            texts.len() as f64 / p.wall,
-            correct as f64 / dev as f64,
-            p.labels.len(),
-            100.0 * same as f64 / p.labels.len().max(1) as f64,
-            f(&p.summary, "peak_rss_mb"),
-            match p.same_passes {
-                Some(true) => "yes",
-                Some(false) => "NO",
-                None => "-",
-            },
-        ));
-    }
-    table.push_str(
-        "\nModel only: the forward passes alone (the model call and the argmax). After model \
-         load: reading, tokenizing, padding, the model and writing the output, as `bertcls \
-         predict --json` reports its `seconds`; bertcls' model-only time is its \
-         `model_seconds` (padding the batches, the forward passes, reading the logits back). \
-         Whole command: process start \
-         to exit (interpreter and imports, model load included), timed by this bench. No \
-         warm-up on any side.\n",
-    );
-    if !export.is_null() {
-        table.push_str(&format!(
-            "\nOne-time ONNX preparation (not in the times above): torch.onnx.export {:.1} s, \
-             quantize_dynamic {:.1} s; largest logit difference from the eager model on a check \
-             batch: fp32 {:.1e}, int8 {:.1e}.\n",
-            f(&export, "export_seconds"),
-            f(&export, "quantize_seconds"),
-            f(&export, "max_abs_logit_difference_fp32"),
-            f(&export, "max_abs_logit_difference_int8")
-        ));
-    }
-    let versions: Vec<String> = predictions
-        .iter()
-        .skip(1)
-        .filter_map(|p| {
-            ["torch", "onnxruntime"]
-                .iter()
-                .find_map(|k| p.summary[k].as_str().map(|v| format!("{k} {v}")))
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if !versions.is_empty() {
-        table.push_str(&format!("\nVersions: {}.\n", versions.join(", ")));
-    }
-    println!("{table}");
-    std::fs::write(work.join("compare.md"), &table)?;
-    let predict_json: Vec<Value> = predictions
-        .iter()
-        .map(|p| json!({"name": p.name, "summary": p.summary, "whole_command_seconds": p.wall, "same_passes": p.same_passes}))
-        .collect();
-    std::fs::write(
-        work.join("compare.json"),
-        serde_json::to_vec_pretty(&json!({
-            "machine": machine,
-            "cpu_flags": flags,
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-            "bertcls": ours,
-            "pytorch": setups.iter().zip(&theirs).map(|((name, _), runs)| json!({"setup": name, "runs": runs})).collect::<Vec<_>>(),
-            "training_batches_identical": batches_checked,
-            "onnx_export": export,
-            "predict": predict_json,
-        }))?,
-    )?;
+    println!("{}", results.save(&work)?);
     Ok(())
 }
