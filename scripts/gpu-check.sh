@@ -5,7 +5,7 @@
 #   3. trains configs/sentiment.toml on all 67,349 rows of SST-2 train on the GPU, in f32 and in
 #      bf16, predicts SST-2 dev with each model on the GPU and on the CPU, and compares accuracy
 #      and labels (agreement %);
-#   4. runs the PyTorch reference (scripts/reference/sst2_pytorch_gpu.py) on the same GPU when torch
+#   4. runs the PyTorch reference (scripts/reference/sst2_pytorch.py) on the same GPU when torch
 #      sees CUDA: the same recipe in f32 and bf16 autocast, and prediction with bertcls' model;
 #   5. writes target/gpu-check/gpu-check.json and gpu-check.md (a table).
 # The steps that need no GPU run first (CPU build, data, base model, the exact training command
@@ -177,7 +177,7 @@ for s in steps:
     md.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} | {note.replace('|', '/')} |")
 runs = results.get("compare", {}).get("runs", [])
 if runs:
-    md += ["", "SST-2 dev (872 rows). PyTorch rows: scripts/reference/sst2_pytorch_gpu.py's loop (random batches; "
+    md += ["", "SST-2 dev (872 rows). PyTorch rows: scripts/reference/sst2_pytorch.py's loop (random batches; "
            "bertcls uses the config's group_by_length). Last column: share of dev labels equal to bertcls f32's on the GPU.", "",
            "| run | trained on | train rows | train s | train examples/s | dev acc (training's eval) | dev acc, predicted on GPU | dev acc, predicted on CPU | GPU vs CPU labels | same labels as bertcls f32 GPU |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -427,12 +427,13 @@ step_reference() {
     echo '{"skipped": "torch does not see CUDA"}' > "$OUT/results/reference.json"
     return 0
   fi
-  local script=scripts/reference/sst2_pytorch_gpu.py rows
+  local script=scripts/reference/sst2_pytorch.py rows
   rows=$(state train_rows)
   x "$py" "$script" train "$(state base_model)" --device cuda --train-rows "$rows" > "$OUT/runs/pytorch-f32.json"
   x "$py" "$script" train "$(state base_model)" --device cuda --train-rows "$rows" --bf16 > "$OUT/runs/pytorch-bf16.json"
   if [ -f "$OUT/runs/gpu-f32/model.safetensors" ]; then
-    x "$py" "$script" predict "$OUT/runs/gpu-f32" --device cuda --extra-rows 0 > "$OUT/runs/pytorch-predict-gpu-f32.json"
+    x "$py" "$script" predict "$OUT/runs/gpu-f32" --engine torch --device cuda --input data/sst2/dev.tsv \
+      --text-column content --output "$OUT/runs/pytorch-predict-gpu-f32.tsv" > "$OUT/runs/pytorch-predict-gpu-f32.json"
   fi
   compare
 }
@@ -445,12 +446,13 @@ out = sys.argv[1]
 runs_dir = os.path.join(out, "runs")
 truth = [int(r["label"]) for r in csv.DictReader(open("data/sst2/dev.tsv", newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)]
 
-def labels(name):
-    path = os.path.join(runs_dir, f"predict-{name}.tsv")
+# bertcls quotes a field where CSV needs it; sst2_pytorch.py writes texts raw.
+def labels(name, file="predict-{}.tsv", column="predicted_label", quoting=csv.QUOTE_MINIMAL):
+    path = os.path.join(runs_dir, file.format(name))
     if not os.path.exists(path):
         return None
-    rows = list(csv.DictReader(open(path, newline=""), delimiter="\t"))
-    got = [r["predicted_label"] for r in rows]
+    rows = list(csv.DictReader(open(path, newline=""), delimiter="\t", quoting=quoting))
+    got = [r[column] for r in rows]
     assert len(got) == len(truth), f"{path}: {len(got)} predictions for {len(truth)} dev rows"
     return [int(l) if l.lstrip("-").isdigit() else l for l in got]
 
@@ -498,7 +500,7 @@ for name in ("f32", "bf16"):
 result = {"dev_rows": len(truth), "runs": runs}
 p = load(os.path.join(runs_dir, "pytorch-predict-gpu-f32.json"))
 if p is not None and ref_labels is not None:
-    theirs = [int(l) if str(l).lstrip("-").isdigit() else l for l in p["labels"]]
+    theirs = labels("gpu-f32", "pytorch-predict-{}.tsv", "label", csv.QUOTE_NONE)
     result["pytorch_predicts_bertcls_f32_model_on_gpu"] = {
         "agreement_with_bertcls_gpu": agreement(theirs, ref_labels), "dev_accuracy": accuracy(theirs),
         "examples_per_second": p.get("examples_per_second")}

@@ -1,6 +1,7 @@
 """The PyTorch + transformers and ONNX Runtime side of the benchmark (benches/compare.rs runs it).
 
     python scripts/reference/sst2_pytorch.py train BASE_MODEL_DIR --seed 42 [--group-by-length] [--bf16]
+    python scripts/reference/sst2_pytorch.py train BASE_MODEL_DIR --device cuda --train-rows 67349 [--bf16]
     python scripts/reference/sst2_pytorch.py export FINE_TUNED_DIR OUT_DIR
     python scripts/reference/sst2_pytorch.py predict FINE_TUNED_DIR --input PREDICT.tsv --output OUT.tsv \
         [--engine torch|onnx --onnx MODEL.onnx]
@@ -13,9 +14,11 @@ data/sst2/dev.tsv. Batches are random (Python's `random.shuffle`), or with --gro
 exactly the batches bertcls trains on (`epoch_batches` of src/train/dataset.rs, ported below
 with bertcls' SplitMix64 generator: shuffle, sort longest first within mega-batches of 50
 batches, longest batch first, the others shuffled again; Trainer's `group_by_length`).
---bf16 runs the forward pass and the loss under `torch.autocast("cpu", dtype=torch.bfloat16)`
+--bf16 runs the forward pass and the loss under `torch.autocast(DEVICE, dtype=torch.bfloat16)`
 (f32 master weights, gradients and AdamW state), and the dev evaluation too, as Trainer's
-`bf16=True` does.
+`bf16=True` does. --device runs it all on a GPU (scripts/gpu-check.sh), --train-rows trains on
+more rows (67,349: all of them); the JSON then has the device, its peak memory and the dev
+labels.
 
 export: the fine-tuned model to ONNX with `torch.onnx.export` (dynamic batch and sequence
 axes), then `onnxruntime.quantization.quantize_dynamic` with QInt8 weights: OUT_DIR/model.onnx
@@ -28,7 +31,8 @@ of 4,096 rows, each sorted longest first (a stable sort), cut into passes of at 
 `plan_passes` (padding plus 32 tokens a pass, minimised). No warm-up: as a user's command.
 `model_seconds` is the forward passes alone (the model call and the argmax); `seconds` is
 everything after the model is loaded (reading, tokenizing, padding, the model, writing), as
-`bertcls predict --json` reports. Every engine tokenizes with the model's tokenizer.json
+`bertcls predict --json` reports. `--engine torch --device cuda` predicts on a GPU (the time
+then waits for the GPU; the JSON has the labels). Every engine tokenizes with the model's tokenizer.json
 (`tokenizers`, truncation at 64, as AutoTokenizer's fast tokenizer); the ONNX engine imports
 neither torch nor transformers.
 
@@ -137,16 +141,36 @@ def plan_passes(lengths, max_rows, max_tokens=1 << 17, pass_cost=32):
     return passes
 
 
-def predict_file_order(model, tokenizer, texts, bf16=False):
+def predict_file_order(model, tokenizer, texts, device, bf16=False):
     """Labels in file order, batch 64 (the dev evaluation after training)."""
     import torch
 
     out = []
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for b in range(0, len(texts), 64):
             batch = tokenizer(texts[b : b + 64], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
-            out.extend(model(**batch).logits.argmax(-1).tolist())
+            out.extend(model(**batch.to(device)).logits.argmax(-1).tolist())
     return out
+
+
+def synchronize(device):
+    """Waits for the GPU, so that a time covers its work."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_fields(device):
+    """What the JSON says about the device: on a GPU its name and peak GPU memory."""
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {
+        "device": f"{device} ({torch.cuda.get_device_name(device)})",
+        "gpu_peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+    }
 
 
 def train_command(args):
@@ -157,10 +181,11 @@ def train_command(args):
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     texts, labels = read_tsv(ROOT / "data/sst2/train.tsv", "sentence")
-    train_texts, train_labels = texts[:TRAIN_ROWS], labels[:TRAIN_ROWS]
+    train_texts, train_labels = texts[: args.train_rows], labels[: args.train_rows]
     dev_texts, dev_labels = read_tsv(ROOT / "data/sst2/dev.tsv", "content")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
+    device = torch.device(args.device)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2).to(device)
     encoded = tokenizer(train_texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
 
     decay = [p for n, p in model.named_parameters() if not (n.endswith(".bias") or "LayerNorm" in n)]
@@ -185,17 +210,19 @@ def train_command(args):
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
         real += int(batch["attention_mask"].sum())
         padded += batch["input_ids"].numel()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss = model(**batch, labels=torch.tensor([train_labels[i] for i in idx])).loss
+        targets = torch.tensor([train_labels[i] for i in idx])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(**batch.to(device), labels=targets.to(device)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
+    synchronize(device)
     train_seconds = time.perf_counter() - start
 
     model.eval()
-    dev_predictions = predict_file_order(model, tokenizer, dev_texts, args.bf16)
+    dev_predictions = predict_file_order(model, tokenizer, dev_texts, device, args.bf16)
     accuracy = sum(p == l for p, l in zip(dev_predictions, dev_labels)) / len(dev_labels)
     print(json.dumps({
         "seed": args.seed,
@@ -207,9 +234,12 @@ def train_command(args):
         "real_tokens": real,
         "padded_tokens": padded,
         "dev_accuracy": accuracy,
+        "dev_labels": dev_predictions,
+        "train_rows": len(encoded),
         "peak_rss_mb": peak_rss_mb(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        **device_fields(device),
     }))
 
 
@@ -284,12 +314,15 @@ def predict_command(args):
         from transformers import AutoModelForSequenceClassification
 
         torch.set_num_threads(args.threads)
-        model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
-        version = {"torch": torch.__version__}
+        device = torch.device(args.device)
+        model = AutoModelForSequenceClassification.from_pretrained(args.model).eval().to(device)
+        version = {"torch": torch.__version__, **device_fields(device)}
 
         def run(feed):
+            # .tolist() waits for the GPU, so the pass's time includes its work.
             with torch.no_grad():
-                return model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.argmax(-1).tolist()
+                feed = {k: torch.from_numpy(v).to(device) for k, v in feed.items()}
+                return model(**feed).logits.argmax(-1).tolist()
     else:
         import onnxruntime as ort
 
@@ -366,6 +399,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--group-by-length", action="store_true")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--device", default="cpu", help="train, predict --engine torch: cpu, cuda or cuda:N")
+    parser.add_argument("--train-rows", type=int, default=TRAIN_ROWS, help="train: the first rows of train.tsv")
     parser.add_argument("--batches-out", help="train: write the lengths and batches here (JSON)")
     parser.add_argument("--input", help="predict: a TSV with a text column")
     parser.add_argument("--text-column", default="text")
