@@ -35,7 +35,7 @@ if [ -z "${BERTCLS_CUDA:-}" ] || [ -z "${GPU_TESTS:-}" ]; then
   # The wheels ship versioned libraries only; the linker looks for the plain names.
   (cd "$CUDA_ROOT/lib" && for l in cublas cublasLt nvrtc cudart; do ln -sf "lib$l.so.13" "lib$l.so"; done && ln -sf libcurand.so.10 libcurand.so)
   export CUDA_ROOT CUDA_PATH=$CUDA_ROOT PATH=$CUDA_ROOT/bin:$PATH LIBRARY_PATH=$CUDA_ROOT/lib${LIBRARY_PATH:+:$LIBRARY_PATH}
-  export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} CARGO_TARGET_DIR=$REPO/target/cuda13
+  export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} CARGO_TARGET_DIR=$REPO/target/cu13
   log "nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), compute capability $CUDA_COMPUTE_CAP, CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
   cargo build --release --features cuda
   BERTCLS_CUDA=$CARGO_TARGET_DIR/release/bertcls
