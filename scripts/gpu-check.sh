@@ -49,7 +49,7 @@ while [ $# -gt 0 ]; do
     --epochs) EPOCHS=${2:?--epochs needs a number}; shift ;;
     --set) EXTRA_SETS+=("${2:?--set needs KEY=VALUE}"); shift ;;
     --out) OUT=${2:?--out needs a folder}; shift ;;
-    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument \`$1\` (see --help)" >&2; exit 2 ;;
   esac
   shift

@@ -4,13 +4,28 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{Fixture, stderr};
 use serde_json::Value;
 
 fn gpu_check(fx: &Fixture, out: &Path, args: &[&str]) -> (Output, Value) {
+    // Never a real GPU, even on a machine that has one.
+    gpu_check_with(
+        fx,
+        out,
+        args,
+        &[("GPU_CHECK_NVIDIA_SMI", fx.path("no-such-nvidia-smi"))],
+    )
+}
+
+fn gpu_check_with(
+    fx: &Fixture,
+    out: &Path,
+    args: &[&str],
+    env: &[(&str, PathBuf)],
+) -> (Output, Value) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let output = Command::new("bash")
         .arg(repo.join("scripts/gpu-check.sh"))
@@ -20,10 +35,9 @@ fn gpu_check(fx: &Fixture, out: &Path, args: &[&str]) -> (Output, Value) {
         .arg("--no-reference")
         .env("BERTCLS", env!("CARGO_BIN_EXE_bertcls"))
         .env("GPU_CHECK_BASE_MODEL", &fx.model)
-        // Never a real GPU, even on a machine that has one.
-        .env("GPU_CHECK_NVIDIA_SMI", fx.path("no-such-nvidia-smi"))
         .env("BERTCLS_CACHE", &fx.cache)
         .env("HF_HUB_OFFLINE", "1")
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .output()
         .unwrap();
     let report = std::fs::read(out.join("gpu-check.json"))
@@ -118,4 +132,109 @@ fn runs_every_step_before_the_gpu_then_stops_there() {
         );
     }
     assert!(!out.join("runs/gpu-f32").exists());
+}
+
+/// An executable shell script at `path`.
+fn script(path: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_path_buf()
+}
+
+/// A GPU machine without Rust: the CUDA build and the device tests come prebuilt
+/// (BERTCLS_CUDA, GPU_TESTS), so nothing is compiled there. Here a stand-in nvidia-smi passes
+/// the probe, the "CUDA build" is this CPU build, and the first GPU training step must then fail
+/// with bertcls' own one-line error, recorded in the report.
+#[test]
+fn prebuilt_cuda_binaries_skip_the_build() {
+    let fx = Fixture::new("gpu-check-prebuilt");
+    let smi = script(
+        &fx.path("nvidia-smi"),
+        "echo 'Stand-in GPU, 580.0, 1024 MiB, 9.0'",
+    );
+    let tests_ran = fx.path("device-tests-ran");
+    let device_tests = script(
+        &fx.path("gpu-tests"),
+        &format!("echo \"$@\" > '{}'", tests_ran.display()),
+    );
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_bertcls"));
+
+    let out = fx.path("not-executable");
+    let (run, report) = gpu_check_with(
+        &fx,
+        &out,
+        &[],
+        &[
+            ("GPU_CHECK_NVIDIA_SMI", smi.clone()),
+            ("BERTCLS_CUDA", fx.path("no-such-bertcls")),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    let first = &report["steps"][0];
+    assert_eq!(first["name"], "preflight");
+    assert_eq!(first["status"], "failed");
+    assert!(
+        first["error"].as_str().unwrap().contains("BERTCLS_CUDA=")
+            && first["error"]
+                .as_str()
+                .unwrap()
+                .contains("is not an executable"),
+        "{first}"
+    );
+
+    let out = fx.path("prebuilt");
+    let (run, report) = gpu_check_with(
+        &fx,
+        &out,
+        &[],
+        &[
+            ("GPU_CHECK_NVIDIA_SMI", smi),
+            ("BERTCLS_CUDA", bin),
+            ("GPU_TESTS", device_tests),
+        ],
+    );
+    let err = stderr(&run);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    let steps = statuses(&report);
+    for name in ["gpu_probe", "cuda_build", "device_tests"] {
+        assert!(
+            steps.contains(&(name.into(), "ok".into())),
+            "{name}: {steps:?}\n{err}"
+        );
+    }
+    assert_eq!(report["results"]["gpu_probe"]["name"], "Stand-in GPU");
+    assert!(err.contains("using BERTCLS_CUDA="), "{err}");
+    let build = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "cuda_build")
+        .unwrap();
+    assert_eq!(
+        build["commands"],
+        serde_json::json!([format!("{} --version", env!("CARGO_BIN_EXE_bertcls"))]),
+        "{build}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&tests_ran).unwrap().trim(),
+        "--ignored --test-threads 1"
+    );
+    assert!(
+        steps.contains(&("train_gpu_f32".into(), "failed".into())),
+        "{steps:?}"
+    );
+    let failed = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "train_gpu_f32")
+        .unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("--features cuda"),
+        "{failed}"
+    );
 }
