@@ -4,7 +4,8 @@
 #   2. runs the device tests (tests/gpu.rs, `#[ignore]`d elsewhere) on the GPU;
 #   3. trains configs/sentiment.toml on all 67,349 rows of SST-2 train on the GPU, in f32 and in
 #      bf16, predicts SST-2 dev with each model on the GPU and on the CPU, and compares accuracy
-#      and labels (agreement %);
+#      and labels (agreement %); checks `--quantize int8` with the CPU's fastest kernel against
+#      the portable one (same bytes);
 #   4. runs the PyTorch reference (scripts/reference/sst2_pytorch.py) on the same GPU when torch
 #      sees CUDA: the same recipe in f32 and bf16 autocast, and prediction with bertcls' model;
 #   5. writes target/gpu-check/gpu-check.json and gpu-check.md (a table).
@@ -49,7 +50,7 @@ while [ $# -gt 0 ]; do
     --epochs) EPOCHS=${2:?--epochs needs a number}; shift ;;
     --set) EXTRA_SETS+=("${2:?--set needs KEY=VALUE}"); shift ;;
     --out) OUT=${2:?--out needs a folder}; shift ;;
-    -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument \`$1\` (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -187,6 +188,11 @@ if runs:
             fmt(r.get("train_seconds"), ".1f"), fmt(r.get("train_examples_per_second"), ".1f"),
             fmt(r.get("eval_accuracy")), fmt(r.get("dev_accuracy_gpu")), fmt(r.get("dev_accuracy_cpu")),
             fmt(r.get("gpu_cpu_agreement"), ".2%"), fmt(r.get("agreement_with_f32_gpu"), ".2%")))
+k = results.get("int8_kernels")
+if k:
+    md += ["", "`--quantize int8` on this machine's CPU: the {} kernel's predictions are {} the portable kernel's ({} against {} examples/s).".format(
+        k.get("fastest_kernel"), "byte for byte" if k.get("same_bytes_as_portable") else "NOT",
+        fmt(k["model_examples_per_second"].get("fastest"), ".0f"), fmt(k["model_examples_per_second"].get("portable"), ".0f"))]
 pp = results.get("compare", {}).get("pytorch_predicts_bertcls_f32_model_on_gpu")
 if pp:
     md += ["", "PyTorch predicting SST-2 dev on the GPU with bertcls' f32 model: {} same labels as bertcls on the GPU, {} examples/s.".format(
@@ -415,7 +421,35 @@ step_predict() {
     predict_dev "$CUDA_BIN" "$OUT/runs/$run" cuda "$run-on-gpu"
     predict_dev "$(state cpu_bin)" "$OUT/runs/$run" cpu "$run-on-cpu"
   done
+  [ -f "$OUT/runs/gpu-f32/model.safetensors" ] && int8_kernels
   compare
+}
+
+# `--quantize int8` on this machine's CPU with its fastest kernel and with the portable one
+# (BERTCLS_INT8_KERNEL): the same integers, so the same bytes. A GPU machine's server CPU often
+# has AVX512-VNNI, which the development machines lack: this is where that kernel meets real data.
+int8_kernels() {
+  local kernel
+  for kernel in fastest portable; do
+    if [ "$kernel" = portable ]; then export BERTCLS_INT8_KERNEL=portable; else unset BERTCLS_INT8_KERNEL; fi
+    x "$(state cpu_bin)" predict --model "$OUT/runs/gpu-f32" --device cpu --quantize int8 --input data/sst2/dev.tsv \
+      --text-column content --output "$OUT/runs/int8-$kernel.tsv" --batch-size 64 --json \
+      > "$OUT/runs/int8-$kernel.json" 2> "$OUT/runs/int8-$kernel.err" || { cat "$OUT/runs/int8-$kernel.err" >&2; return 1; }
+    cat "$OUT/runs/int8-$kernel.err" >&2
+  done
+  unset BERTCLS_INT8_KERNEL
+  python3 - "$OUT" <<'PY'
+import json, os, re, sys
+runs = os.path.join(sys.argv[1], "runs")
+kernel = re.search(r"int8: linear layers quantized, (\w+) kernel", open(os.path.join(runs, "int8-fastest.err")).read())
+same = open(os.path.join(runs, "int8-fastest.tsv"), "rb").read() == open(os.path.join(runs, "int8-portable.tsv"), "rb").read()
+speed = {k: json.load(open(os.path.join(runs, f"int8-{k}.json"))).get("model_examples_per_second") for k in ("fastest", "portable")}
+result = {"fastest_kernel": kernel.group(1) if kernel else None, "same_bytes_as_portable": same,
+          "model_examples_per_second": speed}
+json.dump(result, open(os.path.join(sys.argv[1], "results", "int8_kernels.json"), "w"), indent=2)
+print(json.dumps(result))
+sys.exit(0 if same else 1)
+PY
 }
 
 step_reference() {

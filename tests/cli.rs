@@ -490,3 +490,45 @@ fn sources_are_tried_in_order() {
     assert_eq!(stdout(&out).lines().last(), Some(s(&fx.model)));
     assert!(stderr(&out).contains("model source /no/such/model failed"));
 }
+
+/// `BERTCLS_INT8_KERNEL` picks a slower int8 kernel, so the fast one this CPU chose can be
+/// checked against the portable one through the whole command; every kernel gives the same
+/// integers, so the outputs are the same bytes. A kernel the CPU does not run is a clear error.
+#[test]
+fn every_int8_kernel_predicts_the_same_bytes() {
+    let fx = Fixture::new("int8-kernels");
+    let model = fx.train();
+    let predict = |kernel: Option<&str>, name: &str| {
+        let out = fx.path(name);
+        let mut cmd = bertcls(&fx.cache);
+        cmd.args(["predict", "--model", s(&model), "--input"])
+            .arg(fx.path("dev.tsv"))
+            .args(["--text-column", "content", "--quantize", "int8", "--output"])
+            .arg(&out);
+        match kernel {
+            Some(k) => cmd.env("BERTCLS_INT8_KERNEL", k),
+            None => cmd.env_remove("BERTCLS_INT8_KERNEL"),
+        };
+        (cmd.output().unwrap(), out)
+    };
+    let (run, fastest) = predict(None, "fastest.tsv");
+    let run = ok(run);
+    assert!(
+        stderr(&run).contains("int8: linear layers quantized, "),
+        "{}",
+        stderr(&run)
+    );
+    let (run, portable) = predict(Some("portable"), "portable.tsv");
+    let run = ok(run);
+    assert!(
+        stderr(&run).contains(", portable kernel"),
+        "{}",
+        stderr(&run)
+    );
+    assert_eq!(
+        std::fs::read(&fastest).unwrap(),
+        std::fs::read(&portable).unwrap()
+    );
+    let (run, _) = predict(Some("sse9"), "unknown.tsv");
+    fails_with(run, &["BERTCLS_INT8_KERNEL=sse9", "it runs:", "portable"]);
+}

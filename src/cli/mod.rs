@@ -304,14 +304,21 @@ fn load_classifier(
     if let Some(length) = max_seq_length {
         check_seq_length(&dir, length)?;
     }
-    Classifier::load(
+    let int8 = quantize
+        .map(|Quantize::Int8| int8::Kernel::from_env().map_err(anyhow::Error::msg))
+        .transpose()?;
+    let classifier = Classifier::load(
         &dir,
         &LoadOptions {
             max_seq_length,
             device,
-            int8: quantize.map(|Quantize::Int8| int8::Kernel::detect()),
+            int8,
         },
-    )
+    )?;
+    if let Some(kernel) = int8 {
+        eprintln!("int8: linear layers quantized, {} kernel", kernel.name());
+    }
+    Ok(classifier)
 }
 
 /// `--max-seq-length` within the bounds train sets for `max_seq_length`; the upper one comes

@@ -6,7 +6,8 @@
 //! in i32. Seven-bit weights are ONNX Runtime's `reduce_range` for CPUs without VNNI: AVX2's
 //! `vpmaddubsw` adds two u8 x i8 products into a saturating i16, and 2 x 255 x 63 fits where
 //! 2 x 255 x 127 does not; every kernel uses the same weights, so every CPU gives the same
-//! integers.
+//! integers. Where the CPU has AVX512-VNNI, `vpdpbusd` does the u8 x i8 products and their i32
+//! sums in one instruction (no saturation to avoid), on the same packed weights.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -20,9 +21,14 @@ const GROUP: usize = 4;
 /// Rows a kernel call computes at once.
 const ROWS: usize = 4;
 
+/// The environment variable that picks an int8 kernel instead of the fastest.
+pub const KERNEL_VARIABLE: &str = "BERTCLS_INT8_KERNEL";
+
 /// Which kernel computes the integer products; all give identical results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
+    /// AVX512-VNNI `vpdpbusd` on 256-bit registers (AVX512-VL).
+    Vnni,
     /// AVX2 `vpmaddubsw` + `vpmaddwd`.
     Avx2,
     /// Plain Rust, for any CPU.
@@ -32,11 +38,52 @@ pub enum Kernel {
 impl Kernel {
     /// The fastest kernel this CPU runs.
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Kernel::Avx2;
+        Self::available()[0]
+    }
+
+    /// The kernel named by `BERTCLS_INT8_KERNEL` (vnni, avx2 or portable), else the fastest:
+    /// how a slower kernel is checked against the fast one on the same machine.
+    pub fn from_env() -> std::result::Result<Self, String> {
+        let Ok(name) = std::env::var(KERNEL_VARIABLE) else {
+            return Ok(Self::detect());
+        };
+        let available = Self::available();
+        available
+            .iter()
+            .copied()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
+                format!(
+                    "{KERNEL_VARIABLE}={name}: not an int8 kernel this CPU runs (it runs: {})",
+                    names.join(", ")
+                )
+            })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Vnni => "vnni",
+            Kernel::Avx2 => "avx2",
+            Kernel::Portable => "portable",
         }
-        Kernel::Portable
+    }
+
+    /// Every kernel this CPU runs, fastest first.
+    pub fn available() -> Vec<Self> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512vnni") && has!("avx512vl") && has!("avx2") && has!("fma") {
+                kernels.push(Kernel::Vnni);
+            }
+            if has!("avx2") && has!("fma") {
+                kernels.push(Kernel::Avx2);
+            }
+        }
+        kernels.push(Kernel::Portable);
+        kernels
     }
 }
 
@@ -105,6 +152,9 @@ impl QuantizedLinear {
                 || vec![0u8; ROWS * width],
                 |q, (chunk, out)| match self.kernel {
                     #[cfg(target_arch = "x86_64")]
+                    // SAFETY: Kernel::available offers Vnni only where the CPU has it.
+                    Kernel::Vnni => unsafe { self.rows_vnni(x, chunk * ROWS, out, q) },
+                    #[cfg(target_arch = "x86_64")]
                     // SAFETY: Kernel::Avx2 is only chosen where the CPU has AVX2.
                     Kernel::Avx2 => unsafe { self.rows_avx2(x, chunk * ROWS, out, q) },
                     _ => self.rows(x, chunk * ROWS, out, q, portable_pair),
@@ -121,6 +171,16 @@ impl QuantizedLinear {
         self.rows(x, first, out, q, |q, width, w, w2, groups, acc| {
             // SAFETY: this function only runs where the CPU has AVX2.
             unsafe { avx2::pair(q, width, w, w2, groups, acc) }
+        })
+    }
+
+    /// [`QuantizedLinear::rows`] with the VNNI kernel.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    unsafe fn rows_vnni(&self, x: &[f32], first: usize, out: &mut [f32], q: &mut [u8]) {
+        self.rows(x, first, out, q, |q, width, w, w2, groups, acc| {
+            // SAFETY: this function only runs where the CPU has AVX512-VNNI and AVX512-VL.
+            unsafe { vnni::pair(q, width, w, w2, groups, acc) }
         })
     }
 
@@ -290,6 +350,69 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{COLS, GROUP, ROWS};
+
+    /// [`super::avx2`]'s two-block kernel with `vpdpbusd`: each broadcast group of 4 activations
+    /// times a block's 4 x 8 weights, summed into the 8 i32 accumulators, in one instruction.
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    unsafe fn blocks(
+        q: &[u8],
+        width: usize,
+        w: &[i8],
+        w2: &[i8],
+        groups: usize,
+        acc: &mut [[i32; COLS]; ROWS],
+        acc2: &mut [[i32; COLS]; ROWS],
+    ) {
+        assert!(q.len() >= ROWS * width && width >= groups * GROUP);
+        assert!(w.len() >= groups * COLS * GROUP && w2.len() >= groups * COLS * GROUP);
+        let mut sums = [_mm256_setzero_si256(); ROWS];
+        let mut sums2 = [_mm256_setzero_si256(); ROWS];
+        for g in 0..groups {
+            // SAFETY: the asserts above bound every read; all loads are unaligned.
+            unsafe {
+                let wv = _mm256_loadu_si256(w.as_ptr().add(g * COLS * GROUP) as *const __m256i);
+                let wv2 = _mm256_loadu_si256(w2.as_ptr().add(g * COLS * GROUP) as *const __m256i);
+                for r in 0..ROWS {
+                    let x = (q.as_ptr().add(r * width + g * GROUP) as *const i32).read_unaligned();
+                    let x = _mm256_set1_epi32(x);
+                    sums[r] = _mm256_dpbusd_epi32(sums[r], x, wv);
+                    sums2[r] = _mm256_dpbusd_epi32(sums2[r], x, wv2);
+                }
+            }
+        }
+        for r in 0..ROWS {
+            // SAFETY: acc[r] and acc2[r] are 8 i32 each: one 256-bit store.
+            unsafe {
+                _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, sums[r]);
+                _mm256_storeu_si256(acc2[r].as_mut_ptr() as *mut __m256i, sums2[r]);
+            }
+        }
+    }
+
+    /// One or two column blocks (a layer's last block may be alone).
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    pub unsafe fn pair(
+        q: &[u8],
+        width: usize,
+        w: &[i8],
+        w2: Option<&[i8]>,
+        groups: usize,
+        acc: &mut super::Accumulators,
+    ) {
+        let [a, b] = acc;
+        match w2 {
+            // SAFETY: the caller runs this only where the CPU has AVX512-VNNI and AVX512-VL.
+            Some(w2) => unsafe { blocks(q, width, w, w2, groups, a, b) },
+            None => super::portable_block(q, width, w, groups, a),
+        }
+    }
+}
+
 impl CustomOp1 for QuantizedLinear {
     fn name(&self) -> &'static str {
         "int8-linear"
@@ -329,8 +452,12 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
+    /// Every kernel this CPU runs against the portable one (on a CPU with AVX512-VNNI that is
+    /// VNNI and AVX2; on CI's, AVX2), and the portable one against the f32 product.
     #[test]
     fn every_kernel_gives_the_same_integers_and_tracks_the_f32_product() {
+        let kernels = Kernel::available();
+        eprintln!("int8 kernels on this CPU: {kernels:?}");
         // Sizes that leave partial column blocks, input groups and row chunks.
         for (rows, inputs, outputs) in [(1, 4, 8), (7, 37, 13), (33, 384, 1152), (5, 1536, 384)] {
             let x = random((rows, inputs), 1);
@@ -343,16 +470,13 @@ mod tests {
                 .unwrap();
             let portable = QuantizedLinear::new(&w, &b, Kernel::Portable).unwrap();
             let ours = x.apply_op1_no_bwd(&portable).unwrap();
-            let fast = x
-                .apply_op1_no_bwd(&portable.clone().with_kernel(Kernel::detect()))
-                .unwrap();
-            let diff = (&ours - &fast).unwrap().abs().unwrap().max_all().unwrap();
-            assert_eq!(
-                diff.to_scalar::<f32>().unwrap(),
-                0.0,
-                "{:?}",
-                Kernel::detect()
-            );
+            for &kernel in &kernels {
+                let fast = x
+                    .apply_op1_no_bwd(&portable.clone().with_kernel(kernel))
+                    .unwrap();
+                let diff = (&ours - &fast).unwrap().abs().unwrap().max_all().unwrap();
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{kernel:?}");
+            }
             // Quantization error: about 1% of the output scale.
             let err = (&ours - &exact).unwrap().abs().unwrap().max_all().unwrap();
             let scale = exact.abs().unwrap().max_all().unwrap();
