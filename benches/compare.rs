@@ -138,6 +138,11 @@ fn prediction_set(repo: &Path, path: &Path) -> Result<Vec<String>> {
     Ok(texts)
 }
 
+/// How many positions hold the same label in both lists.
+fn equal(a: &[String], b: &[String]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x == y).count()
+}
+
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
@@ -357,33 +362,49 @@ impl Results {
                  tokens | dev accuracy | time to {TARGET_ACCURACY}, s | peak RSS, MB | bertcls \
                  speed-up |\n|---|---|---|---|---|---|---|---|---|\n"
             ));
-            table.push_str(&format!(
-                "| bertcls fp32, group_by_length (configs/sentiment.toml) | {} | {} | {} | {} | \
-                 {} | {} | {} | - |\n",
-                num(our_time, 1),
-                num(avg(ours, "train_samples_per_second"), 1),
-                num(avg(ours, "train_tokens_per_second"), 0),
-                num(avg(ours, "padded_tokens"), 0),
-                num(avg(ours, "eval_accuracy"), 4),
-                num(reached(ours, "eval_accuracy", "train_runtime"), 1),
-                num(avg(ours, "peak_rss_mb"), 0),
+            // One row: the means over `runs` of time, examples/s, tokens/s and accuracy, under
+            // each side's own key names.
+            let row = |name: &str,
+                       runs: &[Value],
+                       [time, examples, tokens, acc]: [&str; 4],
+                       speed_up: String| {
+                format!(
+                    "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    num(avg(runs, time), 1),
+                    num(avg(runs, examples), 1),
+                    num(avg(runs, tokens), 0),
+                    num(avg(runs, "padded_tokens"), 0),
+                    num(avg(runs, acc), 4),
+                    num(reached(runs, acc, time), 1),
+                    num(avg(runs, "peak_rss_mb"), 0),
+                    speed_up,
+                )
+            };
+            table.push_str(&row(
+                "bertcls fp32, group_by_length (configs/sentiment.toml)",
+                ours,
+                [
+                    "train_runtime",
+                    "train_samples_per_second",
+                    "train_tokens_per_second",
+                    "eval_accuracy",
+                ],
+                "-".into(),
             ));
             for ((name, _), runs) in SETUPS.iter().zip(theirs) {
-                if runs.is_empty() {
-                    continue;
+                if !runs.is_empty() {
+                    table.push_str(&row(
+                        name,
+                        runs,
+                        [
+                            "train_seconds",
+                            "train_examples_per_second",
+                            "train_real_tokens_per_second",
+                            "dev_accuracy",
+                        ],
+                        ratio_text(avg(runs, "train_seconds") / our_time),
+                    ));
                 }
-                let time = avg(runs, "train_seconds");
-                table.push_str(&format!(
-                    "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                    num(time, 1),
-                    num(avg(runs, "train_examples_per_second"), 1),
-                    num(avg(runs, "train_real_tokens_per_second"), 0),
-                    num(avg(runs, "padded_tokens"), 0),
-                    num(avg(runs, "dev_accuracy"), 4),
-                    num(reached(runs, "dev_accuracy", "train_seconds"), 1),
-                    num(avg(runs, "peak_rss_mb"), 0),
-                    ratio_text(time / our_time),
-                ));
             }
             if !self.batches_checked.is_empty() {
                 table.push_str(&format!(
@@ -433,18 +454,8 @@ impl Results {
             self.prediction_rows
         );
         for p in &self.predictions {
-            let correct = p
-                .labels
-                .iter()
-                .zip(&self.dev_labels)
-                .filter(|(a, b)| a == b)
-                .count();
-            let same = p
-                .labels
-                .iter()
-                .zip(&ours.labels)
-                .filter(|(a, b)| a == b)
-                .count();
+            let correct = equal(&p.labels, &self.dev_labels);
+            let same = equal(&p.labels, &ours.labels);
             table.push_str(&format!(
                 "| {} | {} | {} | {:.1} | {:.1} | {:.4} | {same} of {} ({:.1}%) | {:.0} | {} |\n",
                 p.name,

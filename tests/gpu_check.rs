@@ -59,6 +59,16 @@ fn statuses(report: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The report's entry for step `name`.
+fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name}: {report}"))
+}
+
 const CPU_STEPS: [&str; 4] = ["preflight", "cpu_build", "base_model", "cpu_smoke"];
 
 #[test]
@@ -91,12 +101,7 @@ fn runs_every_step_before_the_gpu_then_stops_there() {
     );
     // The exact GPU training command ran one step on the CPU over every SST-2 training row.
     assert_eq!(report["results"]["cpu_smoke"]["train_samples"], 67349);
-    let smoke = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "cpu_smoke")
-        .unwrap();
+    let smoke = step(&report, "cpu_smoke");
     let command = smoke["commands"][0].as_str().unwrap();
     assert!(
         command.contains("--set max_train_samples=67349"),
@@ -205,12 +210,7 @@ fn prebuilt_cuda_binaries_skip_the_build() {
     }
     assert_eq!(report["results"]["gpu_probe"]["name"], "Stand-in GPU");
     assert!(err.contains("using BERTCLS_CUDA="), "{err}");
-    let build = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "cuda_build")
-        .unwrap();
+    let build = step(&report, "cuda_build");
     assert_eq!(
         build["commands"],
         serde_json::json!([format!("{} --version", env!("CARGO_BIN_EXE_bertcls"))]),
@@ -224,12 +224,7 @@ fn prebuilt_cuda_binaries_skip_the_build() {
         steps.contains(&("train_gpu_f32".into(), "failed".into())),
         "{steps:?}"
     );
-    let failed = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "train_gpu_f32")
-        .unwrap();
+    let failed = step(&report, "train_gpu_f32");
     assert!(
         failed["error"]
             .as_str()

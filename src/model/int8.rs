@@ -175,7 +175,7 @@ impl QuantizedLinear {
     unsafe fn rows_avx2(&self, x: &[f32], first: usize, out: &mut [f32], q: &mut [u8]) {
         self.rows(x, first, out, q, |q, width, w, w2, groups, acc| {
             // SAFETY: this function only runs where the CPU has AVX2.
-            unsafe { avx2::pair(q, width, w, w2, groups, acc) }
+            unsafe { x86::avx2(q, width, w, w2, groups, acc) }
         })
     }
 
@@ -185,7 +185,7 @@ impl QuantizedLinear {
     unsafe fn rows_vnni(&self, x: &[f32], first: usize, out: &mut [f32], q: &mut [u8]) {
         self.rows(x, first, out, q, |q, width, w, w2, groups, acc| {
             // SAFETY: this function only runs where the CPU has AVX512-VNNI and AVX512-VL.
-            unsafe { vnni::pair(q, width, w, w2, groups, acc) }
+            unsafe { x86::vnni(q, width, w, w2, groups, acc) }
         })
     }
 
@@ -288,133 +288,88 @@ fn portable_block(q: &[u8], width: usize, w: &[i8], groups: usize, acc: &mut [[i
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{COLS, GROUP, ROWS};
+    use super::{Accumulators, COLS, GROUP, ROWS};
 
     /// [`super::portable_block`] for two adjacent column blocks at once (`w2`: the second
-    /// block's weights), with `vpmaddubsw` (u8 x i8 pairs into i16, which 7-bit weights keep
-    /// from saturating) and `vpmaddwd` (pairs into i32): 8 accumulators, and each broadcast
-    /// activation group feeds both blocks.
-    #[target_feature(enable = "avx2")]
-    unsafe fn blocks(
+    /// block's weights; a layer's last block may be alone), 8 accumulators, each broadcast
+    /// group of 4 activations feeding both blocks. `mac(sums, x, w)` adds the products of the
+    /// u8 activations `x` and a block's 4 x 8 i8 weights `w` into 8 i32 sums: it is each
+    /// kernel's instruction choice, and inlining makes it the kernel's own code.
+    #[inline(always)]
+    unsafe fn pair_with(
         q: &[u8],
         width: usize,
         w: &[i8],
-        w2: &[i8],
+        w2: Option<&[i8]>,
         groups: usize,
-        acc: &mut [[i32; COLS]; ROWS],
-        acc2: &mut [[i32; COLS]; ROWS],
+        acc: &mut Accumulators,
+        mac: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
     ) {
+        let [acc, acc2] = acc;
+        let Some(w2) = w2 else {
+            return super::portable_block(q, width, w, groups, acc);
+        };
         assert!(q.len() >= ROWS * width && width >= groups * GROUP);
         assert!(w.len() >= groups * COLS * GROUP && w2.len() >= groups * COLS * GROUP);
+        // SAFETY (every block below): the asserts above bound every read, all loads and stores
+        // are unaligned, and the callers run only where the CPU has their instruction sets.
+        let mut sums = [unsafe { _mm256_setzero_si256() }; ROWS];
+        let mut sums2 = sums;
+        for g in 0..groups {
+            unsafe {
+                let wv = _mm256_loadu_si256(w.as_ptr().add(g * COLS * GROUP) as *const __m256i);
+                let wv2 = _mm256_loadu_si256(w2.as_ptr().add(g * COLS * GROUP) as *const __m256i);
+                for r in 0..ROWS {
+                    let x = (q.as_ptr().add(r * width + g * GROUP) as *const i32).read_unaligned();
+                    let x = _mm256_set1_epi32(x);
+                    sums[r] = mac(sums[r], x, wv);
+                    sums2[r] = mac(sums2[r], x, wv2);
+                }
+            }
+        }
+        for r in 0..ROWS {
+            // acc[r] and acc2[r] are 8 i32 each: one 256-bit store.
+            unsafe {
+                _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, sums[r]);
+                _mm256_storeu_si256(acc2[r].as_mut_ptr() as *mut __m256i, sums2[r]);
+            }
+        }
+    }
+
+    /// AVX2: `vpmaddubsw` (u8 x i8 pairs into i16, which 7-bit weights keep from saturating),
+    /// `vpmaddwd` (pairs into i32), `vpaddd`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn avx2(
+        q: &[u8],
+        width: usize,
+        w: &[i8],
+        w2: Option<&[i8]>,
+        groups: usize,
+        acc: &mut Accumulators,
+    ) {
         let ones = _mm256_set1_epi16(1);
-        let mut sums = [_mm256_setzero_si256(); ROWS];
-        let mut sums2 = [_mm256_setzero_si256(); ROWS];
-        for g in 0..groups {
-            // SAFETY: the asserts above bound every read; all loads are unaligned.
-            unsafe {
-                let wv = _mm256_loadu_si256(w.as_ptr().add(g * COLS * GROUP) as *const __m256i);
-                let wv2 = _mm256_loadu_si256(w2.as_ptr().add(g * COLS * GROUP) as *const __m256i);
-                for r in 0..ROWS {
-                    let x = (q.as_ptr().add(r * width + g * GROUP) as *const i32).read_unaligned();
-                    let x = _mm256_set1_epi32(x);
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(x, wv), ones);
-                    let p2 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, wv2), ones);
-                    sums[r] = _mm256_add_epi32(sums[r], p);
-                    sums2[r] = _mm256_add_epi32(sums2[r], p2);
-                }
-            }
-        }
-        for r in 0..ROWS {
-            // SAFETY: acc[r] and acc2[r] are 8 i32 each: one 256-bit store.
-            unsafe {
-                _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, sums[r]);
-                _mm256_storeu_si256(acc2[r].as_mut_ptr() as *mut __m256i, sums2[r]);
-            }
-        }
+        let mac =
+            |s, x, w| _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones));
+        // SAFETY: this function only runs where the CPU has AVX2.
+        unsafe { pair_with(q, width, w, w2, groups, acc, mac) }
     }
 
-    /// One or two column blocks (a layer's last block may be alone).
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn pair(
+    /// AVX512-VNNI: `vpdpbusd`, the four u8 x i8 products and their sum in one instruction.
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    pub unsafe fn vnni(
         q: &[u8],
         width: usize,
         w: &[i8],
         w2: Option<&[i8]>,
         groups: usize,
-        acc: &mut super::Accumulators,
+        acc: &mut Accumulators,
     ) {
-        let [a, b] = acc;
-        match w2 {
-            // SAFETY: the caller runs this only where the CPU has AVX2.
-            Some(w2) => unsafe { blocks(q, width, w, w2, groups, a, b) },
-            None => super::portable_block(q, width, w, groups, a),
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod vnni {
-    use std::arch::x86_64::*;
-
-    use super::{COLS, GROUP, ROWS};
-
-    /// [`super::avx2`]'s two-block kernel with `vpdpbusd`: each broadcast group of 4 activations
-    /// times a block's 4 x 8 weights, summed into the 8 i32 accumulators, in one instruction.
-    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-    unsafe fn blocks(
-        q: &[u8],
-        width: usize,
-        w: &[i8],
-        w2: &[i8],
-        groups: usize,
-        acc: &mut [[i32; COLS]; ROWS],
-        acc2: &mut [[i32; COLS]; ROWS],
-    ) {
-        assert!(q.len() >= ROWS * width && width >= groups * GROUP);
-        assert!(w.len() >= groups * COLS * GROUP && w2.len() >= groups * COLS * GROUP);
-        let mut sums = [_mm256_setzero_si256(); ROWS];
-        let mut sums2 = [_mm256_setzero_si256(); ROWS];
-        for g in 0..groups {
-            // SAFETY: the asserts above bound every read; all loads are unaligned.
-            unsafe {
-                let wv = _mm256_loadu_si256(w.as_ptr().add(g * COLS * GROUP) as *const __m256i);
-                let wv2 = _mm256_loadu_si256(w2.as_ptr().add(g * COLS * GROUP) as *const __m256i);
-                for r in 0..ROWS {
-                    let x = (q.as_ptr().add(r * width + g * GROUP) as *const i32).read_unaligned();
-                    let x = _mm256_set1_epi32(x);
-                    sums[r] = _mm256_dpbusd_epi32(sums[r], x, wv);
-                    sums2[r] = _mm256_dpbusd_epi32(sums2[r], x, wv2);
-                }
-            }
-        }
-        for r in 0..ROWS {
-            // SAFETY: acc[r] and acc2[r] are 8 i32 each: one 256-bit store.
-            unsafe {
-                _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, sums[r]);
-                _mm256_storeu_si256(acc2[r].as_mut_ptr() as *mut __m256i, sums2[r]);
-            }
-        }
-    }
-
-    /// One or two column blocks (a layer's last block may be alone).
-    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-    pub unsafe fn pair(
-        q: &[u8],
-        width: usize,
-        w: &[i8],
-        w2: Option<&[i8]>,
-        groups: usize,
-        acc: &mut super::Accumulators,
-    ) {
-        let [a, b] = acc;
-        match w2 {
-            // SAFETY: the caller runs this only where the CPU has AVX512-VNNI and AVX512-VL.
-            Some(w2) => unsafe { blocks(q, width, w, w2, groups, a, b) },
-            None => super::portable_block(q, width, w, groups, a),
-        }
+        let mac = |s, x, w| _mm256_dpbusd_epi32(s, x, w);
+        // SAFETY: this function only runs where the CPU has AVX512-VNNI and AVX512-VL.
+        unsafe { pair_with(q, width, w, w2, groups, acc, mac) }
     }
 }
 
