@@ -287,6 +287,20 @@ struct Prediction {
     same_passes: Option<bool>,
 }
 
+impl Prediction {
+    /// A finished prediction: its (summary, whole-command seconds) and the labels it wrote.
+    fn read(name: &str, (summary, wall): (Value, f64), output: &Path) -> Result<Self> {
+        Ok(Self {
+            name: name.into(),
+            summary,
+            wall,
+            labels: tsv_columns(output)?.into_iter().map(|(_, l)| l).collect(),
+            model_only: true,
+            same_passes: None,
+        })
+    }
+}
+
 /// The training setups of the PyTorch side: name and sst2_pytorch.py flags.
 const SETUPS: [(&str, &[&str]); 3] = [
     ("PyTorch fp32, random batches", &[]),
@@ -708,16 +722,7 @@ fn main() -> Result<()> {
                 .args(["--batch-size", &PREDICT_BATCH.to_string(), "--json"])
                 .args(extra),
         )
-        .and_then(|(summary, wall)| {
-            Ok(Prediction {
-                name: name.into(),
-                summary,
-                wall,
-                labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
-                model_only: true,
-                same_passes: None,
-            })
-        });
+        .and_then(|timed| Prediction::read(name, timed, &output));
         match predicted {
             Ok(p) => results.predictions.push(p),
             Err(e) => results.failed(format!("{name} prediction"), &e),
@@ -785,14 +790,10 @@ fn main() -> Result<()> {
                     cmd.args(["--engine", "torch"]);
                 }
             }
-            let predicted = timed_json(&mut cmd).and_then(|(summary, wall)| {
+            let predicted = timed_json(&mut cmd).and_then(|timed| {
                 Ok(Prediction {
-                    name: name.into(),
-                    summary,
-                    wall,
-                    labels: tsv_columns(&output)?.into_iter().map(|(_, l)| l).collect(),
-                    model_only: true,
                     same_passes: Some(same_passes(&expected, &passes)?),
+                    ..Prediction::read(name, timed, &output)?
                 })
             });
             match predicted {
