@@ -107,8 +107,10 @@ pub struct QuantizedLinear {
 }
 
 impl QuantizedLinear {
-    /// Quantizes `weight` (outputs, inputs) and `bias` (outputs).
+    /// Quantizes `weight` (outputs, inputs) and `bias` (outputs), for `kernel`, which must be
+    /// one this CPU runs.
     pub fn new(weight: &Tensor, bias: &Tensor, kernel: Kernel) -> Result<Self> {
+        check_runs(kernel)?;
         let (outputs, inputs) = weight.dims2()?;
         let w: Vec<Vec<f32>> = weight.to_dtype(DType::F32)?.to_vec2()?;
         let bias: Vec<f32> = bias.to_dtype(DType::F32)?.to_vec1()?;
@@ -140,10 +142,11 @@ impl QuantizedLinear {
         })
     }
 
-    /// The same weights computed by `kernel`.
-    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+    /// The same weights computed by `kernel`, which must be one this CPU runs.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Result<Self> {
+        check_runs(kernel)?;
         self.kernel = kernel;
-        self
+        Ok(self)
     }
 
     /// `x` (rows, inputs) f32 -> (rows, outputs).
@@ -157,10 +160,10 @@ impl QuantizedLinear {
                 || vec![0u8; ROWS * width],
                 |q, (chunk, out)| match self.kernel {
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: Kernel::available offers Vnni only where the CPU has it.
+                    // SAFETY: `new` and `with_kernel` accept Vnni only where the CPU has it.
                     Kernel::Vnni => unsafe { self.rows_vnni(x, chunk * ROWS, out, q) },
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: Kernel::Avx2 is only chosen where the CPU has AVX2.
+                    // SAFETY: `new` and `with_kernel` accept Avx2 only where the CPU has it.
                     Kernel::Avx2 => unsafe { self.rows_avx2(x, chunk * ROWS, out, q) },
                     _ => self.rows(x, chunk * ROWS, out, q, portable_pair),
                 },
@@ -233,6 +236,14 @@ impl QuantizedLinear {
             }
         }
     }
+}
+
+/// The SIMD kernels are `unsafe` to run on a CPU without their instructions: refuse them there.
+fn check_runs(kernel: Kernel) -> Result<()> {
+    if !Kernel::available().contains(&kernel) {
+        bail!("the {} int8 kernel does not run on this CPU", kernel.name());
+    }
+    Ok(())
 }
 
 /// The sums of two column blocks for every row of a chunk.
@@ -433,7 +444,7 @@ mod tests {
             let ours = x.apply_op1_no_bwd(&portable).unwrap();
             for &kernel in &kernels {
                 let fast = x
-                    .apply_op1_no_bwd(&portable.clone().with_kernel(kernel))
+                    .apply_op1_no_bwd(&portable.clone().with_kernel(kernel).unwrap())
                     .unwrap();
                 let diff = (&ours - &fast).unwrap().abs().unwrap().max_all().unwrap();
                 assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{kernel:?}");
@@ -443,6 +454,24 @@ mod tests {
             let scale = exact.abs().unwrap().max_all().unwrap();
             let relative = err.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap();
             assert!(relative < 0.02, "{rows}x{inputs}x{outputs}: {relative}");
+        }
+    }
+
+    #[test]
+    fn a_kernel_this_cpu_lacks_is_refused() {
+        let (w, b) = (random((8, 4), 1), random((1, 8), 2).squeeze(0).unwrap());
+        let portable = QuantizedLinear::new(&w, &b, Kernel::Portable).unwrap();
+        for kernel in [Kernel::Vnni, Kernel::Avx2, Kernel::Portable] {
+            let runs = Kernel::available().contains(&kernel);
+            assert_eq!(QuantizedLinear::new(&w, &b, kernel).is_ok(), runs);
+            let switched = portable.clone().with_kernel(kernel);
+            match switched {
+                Ok(_) => assert!(runs, "{kernel:?}"),
+                Err(e) => assert!(
+                    !runs && e.to_string().contains("does not run on this CPU"),
+                    "{e}"
+                ),
+            }
         }
     }
 
