@@ -13,13 +13,15 @@
 # Needs: pip (to download the wheels, ~700 MB, cached in target/cuda-pypi), a libcuda.so to link
 # against (the driver's, or a CUDA toolkit's stubs/libcuda.so), xz, and the reference Python
 # (scripts/reference/setup.sh) for the fp16 copy of the model.
-# Environment: BERTCLS_CUDA and GPU_TESTS skip the build and pack these binaries instead.
+# Environment: BERTCLS_CUDA and GPU_TESTS skip the build and pack these binaries instead;
+# CUDA_PYPI is where the wheels are unpacked (default target/cuda-pypi; the same folder as the
+# last build keeps cargo from rebuilding the CUDA kernels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 log() { printf '[gpu-pack] %s\n' "$*" >&2; }
 CUDA_VERSION=13.0
-PYPI=$REPO/target/cuda-pypi
+PYPI=${CUDA_PYPI:-$REPO/target/cuda-pypi}
 CUDA_ROOT=$PYPI/root/nvidia/cu13
 
 if [ -z "${BERTCLS_CUDA:-}" ] || [ -z "${GPU_TESTS:-}" ]; then
