@@ -110,7 +110,8 @@ run_step() {
     record "$name" ok "$secs" "$desc" ""
   else
     local err
-    err=$(grep -v '^\[gpu-check' "$OUT/logs/$name.log" | tail -n 1 | tr '\t' ' ')
+    # grep fails when the step printed nothing of its own: that must not end the script.
+    err=$(grep -v '^\[gpu-check' "$OUT/logs/$name.log" | tail -n 1 | tr '\t' ' ' || true)
     [ -n "$err" ] || err="exit status $rc"
     log "step $name: FAILED (exit status $rc) in ${secs} s: $err"
     record "$name" failed "$secs" "$desc" "$err"
@@ -457,6 +458,26 @@ sys.exit(0 if all(r["same_bytes_as_portable"] for r in result.values()) else 1)
 PY
 }
 
+step_reference() {
+  local py
+  py=$(reference_python)
+  [ -n "$py" ] || py=$(x bash scripts/reference/setup.sh)
+  if ! x "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    log "torch does not see CUDA: the PyTorch reference is not run"
+    echo '{"skipped": "torch does not see CUDA"}' > "$OUT/results/reference.json"
+    return 0
+  fi
+  local script=scripts/reference/sst2_pytorch.py rows
+  rows=$(state train_rows)
+  x "$py" "$script" train "$(state base_model)" --device cuda --train-rows "$rows" > "$OUT/runs/pytorch-f32.json"
+  x "$py" "$script" train "$(state base_model)" --device cuda --train-rows "$rows" --bf16 > "$OUT/runs/pytorch-bf16.json"
+  if [ -f "$OUT/runs/gpu-f32/model.safetensors" ]; then
+    x "$py" "$script" predict "$OUT/runs/gpu-f32" --engine torch --device cuda --input data/sst2/dev.tsv \
+      --text-column content --output "$OUT/runs/pytorch-predict-gpu-f32.tsv" > "$OUT/runs/pytorch-predict-gpu-f32.json"
+  fi
+  compare
+}
+
 # Accuracy and label agreement of every run so far, into results/compare.json.
 compare() {
   python3 - "$OUT" <<'PY'
@@ -563,7 +584,7 @@ fi
 run_step gpu_probe "NVIDIA GPU present (nvidia-smi)" step_gpu_probe
 if [ "$(state status.gpu_probe)" != ok ]; then
   STOPPED_AT=gpu_probe
-  STOP_MESSAGE=$(grep -v '^\[gpu-check' "$OUT/logs/gpu_probe.log" | tail -n 1)
+  STOP_MESSAGE=$(grep -v '^\[gpu-check' "$OUT/logs/gpu_probe.log" | tail -n 1 || true)
   for s in "${GPU_STEPS[@]:1}"; do not_run "${s%%|*}" "${s#*|}" not_run "stopped at gpu_probe"; done
   exit 1
 fi

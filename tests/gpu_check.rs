@@ -15,7 +15,7 @@ fn gpu_check(fx: &Fixture, out: &Path, args: &[&str]) -> (Output, Value) {
     gpu_check_with(
         fx,
         out,
-        args,
+        &[args, &["--no-reference"]].concat(),
         &[("GPU_CHECK_NVIDIA_SMI", fx.path("no-such-nvidia-smi"))],
     )
 }
@@ -32,7 +32,6 @@ fn gpu_check_with(
         .args(args)
         .arg("--out")
         .arg(out)
-        .arg("--no-reference")
         .env("BERTCLS", env!("CARGO_BIN_EXE_bertcls"))
         .env("GPU_CHECK_BASE_MODEL", &fx.model)
         .env("BERTCLS_CACHE", &fx.cache)
@@ -150,7 +149,9 @@ fn script(path: &Path, body: &str) -> PathBuf {
 /// A GPU machine without Rust: the CUDA build and the device tests come prebuilt
 /// (BERTCLS_CUDA, GPU_TESTS), so nothing is compiled there. Here a stand-in nvidia-smi passes
 /// the probe, the "CUDA build" is this CPU build, and the first GPU training step must then fail
-/// with bertcls' own one-line error, recorded in the report.
+/// with bertcls' own one-line error, recorded in the report. The PyTorch steps run with a
+/// stand-in Python: its environment probe fails without a word (the step is recorded as failed
+/// and the check goes on), and its torch sees no GPU, so the reference is skipped, and says so.
 #[test]
 fn prebuilt_cuda_binaries_skip_the_build() {
     let fx = Fixture::new("gpu-check-prebuilt");
@@ -164,12 +165,16 @@ fn prebuilt_cuda_binaries_skip_the_build() {
         &format!("echo \"$@\" > '{}'", tests_ran.display()),
     );
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_bertcls"));
+    let python = script(
+        &fx.path("python"),
+        "case \"$*\" in *sys.exit*) exit 1 ;; *transformers*) exit 3 ;; esac",
+    );
 
     let out = fx.path("not-executable");
     let (run, report) = gpu_check_with(
         &fx,
         &out,
-        &[],
+        &["--no-reference"],
         &[
             ("GPU_CHECK_NVIDIA_SMI", smi.clone()),
             ("BERTCLS_CUDA", fx.path("no-such-bertcls")),
@@ -197,12 +202,14 @@ fn prebuilt_cuda_binaries_skip_the_build() {
             ("GPU_CHECK_NVIDIA_SMI", smi),
             ("BERTCLS_CUDA", bin),
             ("GPU_TESTS", device_tests),
+            ("REFERENCE_PYTHON", python),
         ],
     );
     let err = stderr(&run);
     assert_eq!(run.status.code(), Some(1), "{err}");
     let steps = statuses(&report);
-    for name in ["gpu_probe", "cuda_build", "device_tests"] {
+    assert_eq!(step(&report, "reference_env")["error"], "exit status 3");
+    for name in ["gpu_probe", "cuda_build", "device_tests", "reference_gpu"] {
         assert!(
             steps.contains(&(name.into(), "ok".into())),
             "{name}: {steps:?}\n{err}"
@@ -223,6 +230,10 @@ fn prebuilt_cuda_binaries_skip_the_build() {
     assert!(
         steps.contains(&("train_gpu_f32".into(), "failed".into())),
         "{steps:?}"
+    );
+    assert_eq!(
+        report["results"]["reference"]["skipped"],
+        "torch does not see CUDA"
     );
     let failed = step(&report, "train_gpu_f32");
     assert!(
