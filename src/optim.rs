@@ -544,7 +544,6 @@ mod tests {
         assert_eq!(grads.scale(), 1.0, "no change below the limit");
     }
 
-    /// The fused CPU kernel and the tensor-op path (used on GPUs) compute the same updates.
     /// The vectorized update against the element-by-element formula it replaced: bit for bit,
     /// with and without decay and clipping, over a length that leaves a scalar tail.
     #[test]
@@ -591,6 +590,7 @@ mod tests {
         }
     }
 
+    /// The fused CPU kernel and the tensor-op path (used on GPUs) compute the same updates.
     #[test]
     fn fused_kernel_matches_tensor_ops() {
         let mut rng = crate::rng::Rng::new(1);
