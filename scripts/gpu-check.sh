@@ -27,7 +27,7 @@
 # Environment:
 #   BERTCLS               CPU bertcls binary to use instead of `cargo build --release`
 #   BERTCLS_CUDA          CUDA build of bertcls to use instead of building one (a GPU machine
-#                         without Rust: build elsewhere with scripts/check-cuda.sh and copy it)
+#                         without Rust: scripts/gpu-pack.sh builds and packs it elsewhere)
 #   GPU_TESTS             tests/gpu.rs built elsewhere (`cargo test --release --features cuda
 #                         --test gpu --no-run` prints its path) to run instead of `cargo test`
 #   GPU_CHECK_BASE_MODEL  base model source instead of the config's model_name_or_path
