@@ -61,6 +61,8 @@ EOF
   log "apt-get install nvidia-cuda-toolkit (large: ~1.6 GB download, ~5.4 GB installed)"
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends nvidia-cuda-toolkit
+  # The downloaded packages (~1.6 GB) are not needed once installed; CI machines are short of disk.
+  "${sudo[@]}" apt-get clean
 }
 
 if ! command -v nvcc >/dev/null; then
