@@ -10,7 +10,8 @@
 //!
 //! Prints the median of each phase: forward, backward, gradient accumulation, clipping,
 //! AdamW, and inference (forward without gradients) at the same shape, in f32 and with every
-//! linear layer in int8 (`--quantize int8`), interleaved so that their ratio holds on a busy
+//! linear layer in int8 (`--quantize int8`), and in f32 through the differentiable graph
+//! attention instead of the inference kernel, interleaved so that their ratios hold on a busy
 //! machine.
 
 use std::time::Instant;
@@ -123,6 +124,7 @@ fn measure(
         "step total",
         "inference",
         "inference int8",
+        "inference, graph attention",
     ]
     .into_iter()
     .map(|p| (p, Vec::new()))
@@ -151,6 +153,11 @@ fn measure(
         let t6 = Instant::now();
         let _ = quantized.logits(batch)?.to_vec2::<f32>()?;
         let t7 = Instant::now();
+        // `eval` keeps the differentiable graph attention: the fused kernel's A/B.
+        let _ = detached
+            .classify(batch, &mut ForwardMode::eval())?
+            .to_vec2::<f32>()?;
+        let t8 = Instant::now();
         if step == 0 {
             continue; // warm-up
         }
@@ -163,6 +170,7 @@ fn measure(
             t5 - t0,
             t6 - t5,
             t7 - t6,
+            t8 - t7,
         ];
         for ((_, v), t) in phases.iter_mut().zip(times) {
             v.push(t.as_secs_f64() * 1000.0);

@@ -307,3 +307,39 @@ fn int8_inference_tracks_f32_for_every_architecture() {
         );
     }
 }
+
+/// Inference (`Classifier::logits`, the fused attention kernel) computes what the
+/// differentiable graph computes, for every architecture, on a padded batch.
+#[test]
+fn inference_matches_the_differentiable_pass_for_every_architecture() {
+    use bertcls::infer::{Classifier, LoadOptions};
+    use bertcls::model::ForwardMode;
+    use bertcls::tokenize::{Batch, Input};
+
+    let texts = sentences();
+    let inputs: Vec<Input> = texts
+        .iter()
+        .map(|(text, _)| Input::new(text, Some("what a film")))
+        .collect();
+    for (name, _) in ARCHITECTURES {
+        let classifier = Classifier::load(&checkpoint(name), &LoadOptions::cpu()).unwrap();
+        let encoded = classifier.encode(&inputs).unwrap();
+        let items: Vec<_> = encoded.iter().collect();
+        let pad = classifier.tokenizer().pad_id();
+        let batch = Batch::collate(&items, pad, None, classifier.device()).unwrap();
+        let model = classifier.model();
+        let fused = model.logits(&batch).unwrap();
+        let graph = model.classify(&batch, &mut ForwardMode::eval()).unwrap();
+        let diff = (fused - graph)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{name}: logits differ by {diff}");
+    }
+}

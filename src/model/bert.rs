@@ -5,6 +5,7 @@ use anyhow::Result;
 use candle_core::{DType, Tensor};
 
 use super::architecture::{Architecture, Network, Outputs};
+use super::attention;
 use super::config::{Activation, ModelConfig};
 use super::layers::{self, ForwardMode, LayerNorm, Linear};
 use super::ops;
@@ -192,7 +193,17 @@ impl AttentionOutput {
     ) -> candle_core::Result<Tensor> {
         let probs = ops::attention_softmax(scores, mask_bias, scale)?;
         let probs = mode.dropout(&probs, self.attention_dropout)?;
-        let context = layers::merge_heads(&probs.matmul(v)?)?;
+        self.finish(&probs.matmul(v)?, queries, mode)
+    }
+
+    /// From the attention-weighted values, `context` (batch, heads, queries, head_dim), on.
+    pub fn finish(
+        &self,
+        context: &Tensor,
+        queries: &Tensor,
+        mode: &mut ForwardMode,
+    ) -> candle_core::Result<Tensor> {
+        let context = layers::merge_heads(context)?;
         let out = mode.dropout(&self.dense.forward(&context)?, self.hidden_dropout)?;
         self.norm.forward(&(out + queries)?)
     }
@@ -248,10 +259,19 @@ impl Attention {
         mask_bias: &Tensor,
         mode: &mut ForwardMode,
     ) -> candle_core::Result<Tensor> {
-        let q = layers::split_heads(&self.query.forward(queries)?, self.heads)?;
-        let k = layers::split_heads(&self.key.forward(x)?, self.heads)?;
-        let v = layers::split_heads(&self.value.forward(x)?, self.heads)?;
+        let (q, k, v) = (
+            self.query.forward(queries)?,
+            self.key.forward(x)?,
+            self.value.forward(x)?,
+        );
         let scale = 1.0 / (self.head_dim as f64).sqrt();
+        if mode.is_inference() && attention::fits(&q) {
+            let context = attention::context(&q, &k, &v, mask_bias, self.heads, scale)?;
+            return self.output.finish(&context, queries, mode);
+        }
+        let q = layers::split_heads(&q, self.heads)?;
+        let k = layers::split_heads(&k, self.heads)?;
+        let v = layers::split_heads(&v, self.heads)?;
         self.output
             .forward(&q.matmul(&k.t()?)?, scale, mask_bias, &v, queries, mode)
     }

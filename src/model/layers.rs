@@ -10,27 +10,43 @@ use super::int8::QuantizedLinear;
 use super::ops;
 use super::params::{Kind, Scope};
 
-/// Whether dropout is on, and where its masks come from.
+/// Whether dropout is on, where its masks come from, and whether gradients may flow back.
 pub struct ForwardMode {
     train: bool,
+    infer: bool,
     seed: u64,
     calls: u64,
 }
 
 impl ForwardMode {
-    /// Inference: dropout off.
+    /// Dropout off; the pass stays differentiable (gradients of the deterministic model).
     pub fn eval() -> Self {
         Self {
             train: false,
+            infer: false,
             seed: 0,
             calls: 0,
         }
+    }
+
+    /// Inference: dropout off, and no gradient will be asked for, so kernels without a
+    /// backward pass (see [`super::attention`]) may run.
+    pub fn infer() -> Self {
+        Self {
+            infer: true,
+            ..Self::eval()
+        }
+    }
+
+    pub fn is_inference(&self) -> bool {
+        self.infer
     }
 
     /// Training: every dropout in the forward pass draws an independent mask from `seed`.
     pub fn train(seed: u64) -> Self {
         Self {
             train: true,
+            infer: false,
             seed,
             calls: 0,
         }

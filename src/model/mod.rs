@@ -3,6 +3,7 @@
 //! file per architecture, and checkpoints ([`weights`]).
 
 pub mod architecture;
+pub mod attention;
 pub mod bert;
 pub mod config;
 pub mod deberta;
@@ -142,9 +143,10 @@ impl SequenceClassifier {
         Ok(self.network.forward(batch, true, mode)?.logits)
     }
 
-    /// Logits with dropout off.
+    /// Logits for inference: dropout off, and no gradient may be taken of them (see
+    /// [`ForwardMode::infer`]).
     pub fn logits(&self, batch: &Batch) -> Result<Tensor> {
-        self.classify(batch, &mut ForwardMode::eval())
+        self.classify(batch, &mut ForwardMode::infer())
     }
 
     /// Writes `model.safetensors` and `config.json` into `dir`.
