@@ -562,10 +562,11 @@ impl Results {
 
     /// Keeps a row that failed out of the tables, says why, and goes on with the next.
     fn failed(&mut self, what: String, error: &anyhow::Error) {
-        let first = format!("{error:#}");
-        let first = first.lines().last().unwrap_or("").trim().to_string();
+        // A failed command's error ends with its last line of stderr, usually the reason.
+        let text = format!("{error:#}");
+        let last_line = text.lines().last().unwrap_or("").trim();
         eprintln!("{what}: FAILED: {error:#}");
-        self.missing.push(format!("{what}: failed ({first})"));
+        self.missing.push(format!("{what}: failed ({last_line})"));
     }
 }
 

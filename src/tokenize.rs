@@ -194,10 +194,11 @@ impl TextEncoder {
             max_length,
             &origin.display().to_string(),
         )?;
-        if let Some(id) = named_special_token(dir, &encoder.tokenizer, "pad_token") {
+        let configs = special_token_configs(dir);
+        if let Some(id) = named_special_token(&configs, &encoder.tokenizer, "pad_token") {
             encoder.pad_id = id;
         }
-        if let Some(id) = named_special_token(dir, &encoder.tokenizer, "unk_token") {
+        if let Some(id) = named_special_token(&configs, &encoder.tokenizer, "unk_token") {
             encoder.unk_id = Some(id);
         }
         Ok(encoder)
@@ -209,6 +210,12 @@ impl TextEncoder {
 
     pub fn max_length(&self) -> usize {
         self.max_length
+    }
+
+    /// Every id the tokenizer can produce, added tokens included: the rows the model's
+    /// embedding table must have.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
     }
 
     pub fn pad_id(&self) -> u32 {
@@ -278,19 +285,26 @@ fn first_known(tokenizer: &Tokenizer, spellings: &[&str]) -> Option<u32> {
 /// The id of the special token `key` (`pad_token`, `unk_token`) as the folder's
 /// tokenizer_config.json or special_tokens_map.json names it (a string, or an added-token
 /// object with its `content`), when the tokenizer knows it.
-fn named_special_token(dir: &Path, tokenizer: &Tokenizer, key: &str) -> Option<u32> {
+fn named_special_token(
+    configs: &[serde_json::Value],
+    tokenizer: &Tokenizer,
+    key: &str,
+) -> Option<u32> {
+    configs.iter().find_map(|json| {
+        let token = match &json[key] {
+            serde_json::Value::String(t) => t.as_str(),
+            other => other["content"].as_str()?,
+        };
+        tokenizer.token_to_id(token)
+    })
+}
+
+/// `tokenizer_config.json`, then `special_tokens_map.json`: those of them that exist and parse.
+fn special_token_configs(dir: &Path) -> Vec<serde_json::Value> {
     ["tokenizer_config.json", "special_tokens_map.json"]
         .iter()
-        .filter_map(|file| {
-            let bytes = std::fs::read(dir.join(file)).ok()?;
-            let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-            let token = match &json[key] {
-                serde_json::Value::String(t) => t.clone(),
-                other => other["content"].as_str()?.to_string(),
-            };
-            tokenizer.token_to_id(&token)
-        })
-        .next()
+        .filter_map(|file| serde_json::from_slice(&std::fs::read(dir.join(file)).ok()?).ok())
+        .collect()
 }
 
 fn encode_input<'a>(input: &Input<'a>) -> tokenizers::EncodeInput<'a> {

@@ -99,7 +99,7 @@ impl Classifier {
             .min(config.max_tokens());
         let tokenizer = TextEncoder::load(dir, max_len)?;
         config
-            .check_vocabulary(tokenizer.tokenizer().get_vocab_size(true))
+            .check_vocabulary(tokenizer.vocab_size())
             .with_context(|| dir.display().to_string())?;
         let loaded = weights::load(
             dir,

@@ -282,14 +282,16 @@ fn encode(classifier: &Classifier, request: &PredictRequest) -> Result<Vec<Encod
     let tokenizer_error = |e: anyhow::Error| ApiError::validation(crate::terminal::error_line(&e));
     let max = classifier.max_length();
     let tokenizer = classifier.tokenizer();
+    if request.truncate {
+        return tokenizer
+            .encode_here(&inputs, true)
+            .map_err(tokenizer_error);
+    }
     let untruncated = tokenizer
         .encode_here(&inputs, false)
         .map_err(tokenizer_error)?;
     match untruncated.iter().position(|e| e.ids.len() > max) {
         None => Ok(untruncated),
-        Some(_) if request.truncate => tokenizer
-            .encode_here(&inputs, true)
-            .map_err(tokenizer_error),
         Some(i) => Err(ApiError::validation(format!(
             "input {i} has {} tokens, over the model's maximum of {max}: shorten it or send \
              \"truncate\": true",

