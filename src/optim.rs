@@ -133,18 +133,20 @@ impl Gradients {
     /// The global L2 norm over every gradient, before scaling.
     pub fn norm(&self) -> Result<f64> {
         let mut sum = 0f64;
+        // Sums on a GPU stay there until the end: one read back a step, not one a parameter
+        // (each read waits for every kernel queued before it).
+        let mut on_device = Vec::new();
         for g in self.grads.iter().flatten() {
             let fast = with_cpu_f32(g, |v| {
                 v.par_chunks(1 << 16).map(sum_of_squares).sum::<f64>()
             });
-            sum += match fast {
-                Some(s) => s,
-                None => g
-                    .to_dtype(DType::F64)?
-                    .sqr()?
-                    .sum_all()?
-                    .to_scalar::<f64>()?,
-            };
+            match fast {
+                Some(s) => sum += s,
+                None => on_device.push(g.to_dtype(DType::F64)?.sqr()?.sum_all()?),
+            }
+        }
+        if !on_device.is_empty() {
+            sum += Tensor::stack(&on_device, 0)?.sum_all()?.to_scalar::<f64>()?;
         }
         Ok(sum.sqrt())
     }
@@ -542,6 +544,23 @@ mod tests {
         assert!((grads.scale() - 1.0 / (5.0 + 1e-6)).abs() < 1e-12);
         grads.clip(10.0).unwrap();
         assert_eq!(grads.scale(), 1.0, "no change below the limit");
+    }
+
+    /// Gradients that are not contiguous f32 on the CPU (bf16 here; any on a GPU) are summed
+    /// where they are and read back once: the same norm.
+    #[test]
+    fn the_norm_of_gradients_off_the_fast_path() {
+        let mut grads = Gradients::new(3);
+        grads.grads[0] = Some(Tensor::new(&[3.0f32, 0.0], &Device::Cpu).unwrap());
+        let bf16 = |v: &[f32]| {
+            Tensor::new(v, &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::BF16)
+                .unwrap()
+        };
+        grads.grads[1] = Some(bf16(&[4.0, 12.0]));
+        grads.grads[2] = Some(bf16(&[84.0]));
+        assert_eq!(grads.norm().unwrap(), 85.0, "sqrt(9 + 16 + 144 + 7056)");
     }
 
     /// The vectorized update against the element-by-element formula it replaced: bit for bit,
