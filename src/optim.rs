@@ -146,7 +146,9 @@ impl Gradients {
             }
         }
         if !on_device.is_empty() {
-            sum += Tensor::stack(&on_device, 0)?.sum_all()?.to_scalar::<f64>()?;
+            sum += Tensor::stack(&on_device, 0)?
+                .sum_all()?
+                .to_scalar::<f64>()?;
         }
         Ok(sum.sqrt())
     }

@@ -147,3 +147,15 @@ impl Source for RandomParameters {
         Ok(Tensor::from_vec(data, r.shape, &Device::Cpu)?)
     }
 }
+
+/// The largest absolute difference between two tensors of one shape, in f64 whatever their
+/// dtype. For tests: it panics on tensors it cannot compare.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let f64s = |t: &Tensor| {
+        t.to_dtype(candle_core::DType::F64)
+            .expect("a numeric tensor")
+    };
+    (f64s(a) - f64s(b))
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>())
+        .expect("tensors of one shape")
+}

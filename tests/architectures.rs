@@ -330,16 +330,7 @@ fn inference_matches_the_differentiable_pass_for_every_architecture() {
         let model = classifier.model();
         let fused = model.logits(&batch).unwrap();
         let graph = model.classify(&batch, &mut ForwardMode::eval()).unwrap();
-        let diff = (fused - graph)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = bertcls::testing::max_abs_diff(&fused, &graph);
         assert!(diff < 1e-5, "{name}: logits differ by {diff}");
     }
 }

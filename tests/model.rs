@@ -8,24 +8,11 @@ use bertcls::data::LabelSet;
 use bertcls::infer::{Batching, Classifier, LoadOptions, batched_logits};
 use bertcls::model::weights::{self, HeadInit};
 use bertcls::model::{ForwardMode, SequenceClassifier, cross_entropy};
-use bertcls::testing::TinyModel;
+use bertcls::testing::{TinyModel, max_abs_diff};
 use bertcls::tokenize::{Batch, Input, TextEncoder};
 use bertcls::train::Trainable;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 /// Asserts that each parameter's gradient in `b` is within `rel` of the tensor's largest
 /// magnitude, plus `abs`, of its gradient in `a`, and has the same dtype.
@@ -48,7 +35,7 @@ fn assert_gradients_close(
             .unwrap();
         let diff = max_abs_diff(ga, gb);
         assert!(
-            diff <= rel * scale + abs,
+            diff <= f64::from(rel * scale + abs),
             "gradient of {name} differs by {diff} (scale {scale})"
         );
     }

@@ -12,6 +12,7 @@ use bertcls::model::weights::{self, HeadInit};
 use bertcls::model::{ForwardMode, ModelConfig};
 use bertcls::optim::{AdamW, AdamWConfig, Gradients, LrSchedule};
 use bertcls::task::Loss;
+use bertcls::testing::max_abs_diff;
 use bertcls::tokenize::{Batch, Input, TextEncoder};
 use bertcls::train::Trainable;
 use candle_core::{DType, Device, Tensor};
@@ -63,21 +64,6 @@ impl Reference {
     fn f64s(&self, key: &str) -> Vec<f64> {
         self.get(key).to_vec1::<f64>().unwrap()
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap();
-    let b = b.to_dtype(DType::F64).unwrap();
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
 }
 
 /// Tokenizes `items` (text, optional pair) with bertcls and pads them into a batch.

@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::ops::f32_slice;
+use super::ops::{f32_slice, masked_softmax};
 
 /// Whether [`context`] computes for these tensors.
 pub fn fits(q: &Tensor) -> bool {
@@ -248,7 +248,7 @@ impl Scratch {
             .zip(out.chunks_exact_mut(head_dim))
         {
             let probs = &mut probs[..self.keys];
-            softmax(probs, mask, scale);
+            masked_softmax(probs, mask, scale);
             for (g, out) in out.chunks_mut(BLOCK * LANES).enumerate() {
                 let mut acc = [[0f32; LANES]; BLOCK];
                 for (&p, value) in probs.iter().zip(self.values.chunks_exact(dim_padded)) {
@@ -265,24 +265,6 @@ impl Scratch {
             }
         }
     }
-}
-
-/// `softmax(scores * scale + mask)` in place, in the same operations and order as
-/// `ops::attention_softmax`.
-#[inline(always)]
-fn softmax(scores: &mut [f32], mask: &[f32], scale: f32) {
-    let mut max = f32::NEG_INFINITY;
-    for (p, &b) in scores.iter_mut().zip(mask) {
-        *p = *p * scale + b;
-        max = max.max(*p);
-    }
-    let mut sum = 0f32;
-    for p in scores.iter_mut() {
-        *p = (*p - max).exp();
-        sum += *p;
-    }
-    let inv = 1.0 / sum;
-    scores.iter_mut().for_each(|p| *p *= inv);
 }
 
 /// `a * b + c`, as one instruction or two.
@@ -318,6 +300,7 @@ mod tests {
     use super::*;
     use crate::model::layers::{mask_bias, split_heads};
     use crate::model::ops;
+    use crate::testing::max_abs_diff;
 
     fn randn(dims: &[usize], seed: u64) -> Tensor {
         let n: usize = dims.iter().product();
@@ -370,16 +353,7 @@ mod tests {
             let fused = context(&q, &k, &v, &bias, heads, scale).unwrap();
             let expected = reference(&q, &k, &v, &bias, heads);
             assert_eq!(fused.dims(), expected.dims());
-            let diff = (fused - &expected)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&fused, &expected);
             assert!(diff < 1e-5, "case {i}: largest difference {diff}");
         }
     }

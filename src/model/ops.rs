@@ -394,6 +394,23 @@ pub fn attention_softmax(scores: &Tensor, mask_bias: &Tensor, scale: f64) -> Res
     }
 }
 
+/// `softmax(scores * scale + mask)` in place: the attention kernels' one definition.
+#[inline(always)]
+pub(super) fn masked_softmax(scores: &mut [f32], mask: &[f32], scale: f32) {
+    let mut max = f32::NEG_INFINITY;
+    for (p, &b) in scores.iter_mut().zip(mask) {
+        *p = *p * scale + b;
+        max = max.max(*p);
+    }
+    let mut sum = 0f32;
+    for p in scores.iter_mut() {
+        *p = (*p - max).exp();
+        sum += *p;
+    }
+    let inv = 1.0 / sum;
+    scores.iter_mut().for_each(|p| *p *= inv);
+}
+
 struct AttentionSoftmax {
     scale: f32,
 }
@@ -430,19 +447,8 @@ impl CustomOp2 for AttentionSoftmax {
                 let first_row = c * rows_per_chunk;
                 for (r, (o, row)) in out.chunks_mut(keys).zip(x.chunks(keys)).enumerate() {
                     let item = (first_row + r) / rows_per_item;
-                    let m = &mask[item * keys..(item + 1) * keys];
-                    let mut max = f32::NEG_INFINITY;
-                    for ((o, &v), &b) in o.iter_mut().zip(row).zip(m) {
-                        *o = v * self.scale + b;
-                        max = max.max(*o);
-                    }
-                    let mut sum = 0f32;
-                    for o in o.iter_mut() {
-                        *o = (*o - max).exp();
-                        sum += *o;
-                    }
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|v| *v *= inv);
+                    o.copy_from_slice(row);
+                    masked_softmax(o, &mask[item * keys..(item + 1) * keys], self.scale);
                 }
             });
         Ok((CpuStorage::F32(out), sl.shape().clone()))
@@ -699,20 +705,8 @@ pub mod plain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::max_abs_diff;
     use candle_core::{Device, Var};
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         let mut rng = crate::rng::Rng::new(seed);
@@ -726,7 +720,7 @@ mod tests {
     fn check_unary(
         fused: impl Fn(&Tensor) -> Result<Tensor>,
         plain: impl Fn(&Tensor) -> Result<Tensor>,
-        tol: f32,
+        tol: f64,
     ) {
         let x = Var::from_tensor(&randn(&[6, 5, 40], 1)).unwrap();
         let w = randn(&[6, 5, 40], 2);
