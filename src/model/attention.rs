@@ -199,7 +199,18 @@ impl Scratch {
         scale: f32,
         out: &mut [f32],
     ) {
-        let rows = out.len() / self.head_dim;
+        self.load_queries(queries, out.len() / self.head_dim);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { self.attend_fma(mask, scale, out) };
+        }
+        self.attend_with::<Separate>(mask, scale, out)
+    }
+
+    /// The next `rows` queries into `self.queries`, zero rows after them.
+    fn load_queries<'a>(&mut self, queries: &mut impl Iterator<Item = &'a [f32]>, rows: usize) {
         self.queries.fill(0.0);
         for (dst, query) in self
             .queries
@@ -208,13 +219,6 @@ impl Scratch {
         {
             dst.copy_from_slice(query);
         }
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { self.attend_fma(mask, scale, out) };
-        }
-        self.attend_with::<Separate>(mask, scale, out)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -356,6 +360,40 @@ mod tests {
             let diff = max_abs_diff(&fused, &expected);
             assert!(diff < 1e-5, "case {i}: largest difference {diff}");
         }
+    }
+
+    /// The plain path, which CPUs without AVX2 and FMA take, against the one this CPU takes.
+    #[test]
+    fn the_portable_path_matches_the_vectorized_one() {
+        let (keys, head_dim, queries) = (11, 40, 6);
+        let values = |seed| randn(&[keys, head_dim], seed).to_vec2::<f32>().unwrap();
+        let (k, v) = (values(1), values(2));
+        let q = randn(&[queries, head_dim], 3).to_vec2::<f32>().unwrap();
+        let mask: Vec<f32> = (0..keys)
+            .map(|j| if j < 9 { 0.0 } else { f32::MIN })
+            .collect();
+        let run = |portable: bool| {
+            let mut scratch = Scratch::new(keys, head_dim);
+            scratch.load(k.iter().map(Vec::as_slice), v.iter().map(Vec::as_slice));
+            let mut out = vec![0f32; queries * head_dim];
+            let mut rows = q.iter().map(Vec::as_slice);
+            for out in out.chunks_mut(BLOCK * head_dim) {
+                if portable {
+                    scratch.load_queries(&mut rows, out.len() / head_dim);
+                    scratch.attend_with::<Separate>(&mask, 0.3, out);
+                } else {
+                    scratch.attend(&mut rows, &mask, 0.3, out);
+                }
+            }
+            out
+        };
+        let (portable, native) = (run(true), run(false));
+        let worst = portable
+            .iter()
+            .zip(&native)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "largest difference {worst}");
     }
 
     #[test]
