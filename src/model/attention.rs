@@ -151,6 +151,9 @@ struct Scratch {
     queries: Vec<f32>,
     /// (BLOCK, keys rounded up): their scores, then their probabilities.
     probs: Vec<f32>,
+    /// Whether the CPU has AVX2 and FMA, asked once per thread, not once per query block.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fma: bool,
 }
 
 impl Scratch {
@@ -162,6 +165,7 @@ impl Scratch {
             values: vec![0.0; keys * Self::dim_padded(head_dim)],
             queries: vec![0.0; BLOCK * head_dim],
             probs: vec![0.0; BLOCK * Self::keys_padded(keys)],
+            fma: has_fma(),
         }
     }
 
@@ -201,9 +205,8 @@ impl Scratch {
     ) {
         self.load_queries(queries, out.len() / self.head_dim);
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA.
+        if self.fma {
+            // SAFETY: `has_fma` found AVX2 and FMA on this CPU.
             return unsafe { self.attend_fma(mask, scale, out) };
         }
         self.attend_with::<Separate>(mask, scale, out)
@@ -269,6 +272,15 @@ impl Scratch {
             }
         }
     }
+}
+
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// `a * b + c`, as one instruction or two.
