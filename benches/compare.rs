@@ -3,13 +3,15 @@
 //!
 //! Training, the SST-2 recipe of configs/sentiment.toml (time, examples/s, real tokens/s, dev
 //! accuracy, time to the target accuracy, peak memory):
-//! - bertcls fp32, `group_by_length` (the config);
+//! - bertcls fp32, `group_by_length` (the config), and with `bf16 = true` where the CPU has
+//!   AVX512-BF16;
 //! - PyTorch fp32 with random batches (a plain loop);
 //! - PyTorch fp32 with bertcls' own length-grouped batches (Trainer's `group_by_length`);
 //! - PyTorch bf16 autocast with the same grouped batches.
 //!
 //! Prediction over SST-2 dev plus held-out training rows, in bertcls' order and forward passes
-//! (at most 64 rows, sorted by length): bertcls, PyTorch eager fp32, ONNX Runtime fp32
+//! (at most 64 rows, sorted by length): bertcls (fp32, int8, and bf16 where the CPU has
+//! AVX512-BF16), PyTorch eager fp32, ONNX Runtime fp32
 //! (`torch.onnx.export`) and int8 (`quantize_dynamic`, QInt8 weights): model-only examples/s,
 //! examples/s after the model is loaded, whole-command time, dev accuracy, agreement with
 //! bertcls' labels, peak memory.
@@ -322,6 +324,8 @@ struct Results {
     load_before: String,
     seeds: Vec<u64>,
     ours: Vec<Value>,
+    /// bertcls with `bf16 = true`, where the CPU has AVX512-BF16.
+    ours_bf16: Vec<Value>,
     theirs: Vec<Vec<Value>>,
     batches_checked: Vec<bool>,
     /// Rows that did not run: what and why.
@@ -405,6 +409,19 @@ impl Results {
                 ],
                 "-".into(),
             ));
+            if !self.ours_bf16.is_empty() {
+                table.push_str(&row(
+                    "bertcls bf16 = true (AVX512-BF16 products), group_by_length",
+                    &self.ours_bf16,
+                    [
+                        "train_runtime",
+                        "train_samples_per_second",
+                        "train_tokens_per_second",
+                        "eval_accuracy",
+                    ],
+                    "-".into(),
+                ));
+            }
             for ((name, _), runs) in SETUPS.iter().zip(theirs) {
                 if !runs.is_empty() {
                     table.push_str(&row(
@@ -419,6 +436,16 @@ impl Results {
                         ratio_text(avg(runs, "train_seconds") / our_time),
                     ));
                 }
+            }
+            if let (false, Some(bf16_runs)) = (self.ours_bf16.is_empty(), theirs.get(2))
+                && !bf16_runs.is_empty()
+            {
+                table.push_str(&format!(
+                    "\nbertcls bf16 against PyTorch bf16 autocast, grouped: {} faster.\n",
+                    ratio_text(
+                        avg(bf16_runs, "train_seconds") / avg(&self.ours_bf16, "train_runtime")
+                    )
+                ));
             }
             if !self.batches_checked.is_empty() {
                 table.push_str(&format!(
@@ -546,6 +573,7 @@ impl Results {
             "load_average_after": load_after,
             "seeds": self.seeds,
             "bertcls": self.ours,
+            "bertcls_bf16": self.ours_bf16,
             "pytorch": SETUPS.iter().zip(&self.theirs).map(|((name, _), runs)| json!({"setup": name, "runs": runs})).collect::<Vec<_>>(),
             "training_batches_identical": self.batches_checked,
             "onnx_export": self.export,
@@ -568,6 +596,25 @@ impl Results {
         eprintln!("{what}: FAILED: {error:#}");
         self.missing.push(format!("{what}: failed ({last_line})"));
     }
+}
+
+/// Trains the SST-2 recipe with `seed` and `overrides` into `out`; its all_results.json.
+fn train_bertcls(repo: &Path, seed: u64, out: &Path, overrides: &[String]) -> Result<Value> {
+    let mut cmd = Command::new(BERTCLS);
+    cmd.current_dir(repo)
+        .args(["train", "--config", "configs/sentiment.toml", "--seed"]);
+    cmd.arg(seed.to_string())
+        .arg("--output-dir")
+        .arg(out)
+        .arg("--overwrite-output-dir");
+    cmd.args(["--set", "save_strategy=\"no\""]);
+    for o in overrides {
+        cmd.args(["--set", o]);
+    }
+    run(&mut cmd)?;
+    Ok(serde_json::from_slice(&std::fs::read(
+        out.join("all_results.json"),
+    )?)?)
 }
 
 fn main() -> Result<()> {
@@ -607,6 +654,7 @@ fn main() -> Result<()> {
         load_before,
         seeds: opts.seeds.clone(),
         ours: Vec::new(),
+        ours_bf16: Vec::new(),
         theirs: vec![Vec::new(); SETUPS.len()],
         batches_checked: Vec::new(),
         missing: Vec::new(),
@@ -629,28 +677,21 @@ fn main() -> Result<()> {
         ));
     }
 
+    // bertcls' bf16 runs where the CPU has AVX512-BF16: elsewhere bertcls refuses to emulate
+    // bf16 (slower than fp32) unless BERTCLS_BF16_KERNEL asks for it.
+    if !native_bf16 {
+        results.missing.push(
+            "bertcls bf16 rows (bf16 = true, --dtype bf16): not run, this CPU has no AVX512-BF16"
+                .into(),
+        );
+    }
+
     // Training: bertcls, then each PyTorch setup, seed by seed.
     let training_seeds: &[u64] = if opts.predict_only { &[] } else { &opts.seeds };
     for &seed in training_seeds {
         let out = work.join(format!("bertcls-{seed}"));
         eprintln!("bertcls: training with seed {seed}");
-        let mut cmd = Command::new(BERTCLS);
-        cmd.current_dir(&repo)
-            .args(["train", "--config", "configs/sentiment.toml", "--seed"]);
-        cmd.arg(seed.to_string())
-            .arg("--output-dir")
-            .arg(&out)
-            .arg("--overwrite-output-dir");
-        cmd.args(["--set", "save_strategy=\"no\""]);
-        for o in &opts.overrides {
-            cmd.args(["--set", o]);
-        }
-        let trained = run(&mut cmd).and_then(|_| {
-            Ok(serde_json::from_slice::<Value>(&std::fs::read(
-                out.join("all_results.json"),
-            )?)?)
-        });
-        match trained {
+        match train_bertcls(&repo, seed, &out, &opts.overrides) {
             Ok(r) => results.ours.push(r),
             Err(e) => {
                 results.failed(format!("bertcls training, seed {seed}"), &e);
@@ -659,6 +700,17 @@ fn main() -> Result<()> {
             }
         }
         results.save(&work)?;
+        if native_bf16 {
+            eprintln!("bertcls bf16: training with seed {seed}");
+            let mut overrides = opts.overrides.clone();
+            overrides.push("bf16=true".into());
+            let out = work.join(format!("bertcls-bf16-{seed}"));
+            match train_bertcls(&repo, seed, &out, &overrides) {
+                Ok(r) => results.ours_bf16.push(r),
+                Err(e) => results.failed(format!("bertcls bf16 training, seed {seed}"), &e),
+            }
+            results.save(&work)?;
+        }
         let Some(python) = &python else { continue };
         let classifier = Classifier::load(&out, &LoadOptions::cpu())?;
         for (s, (name, flags)) in SETUPS.iter().enumerate() {
@@ -702,14 +754,22 @@ fn main() -> Result<()> {
         println!("{}", results.save(&work)?);
         bail!("no trained model to predict with");
     }
-    for (name, tag, extra) in [
-        ("bertcls fp32", "bertcls", &[][..]),
+    let mut ours: Vec<(&str, &str, &[&str])> = vec![
+        ("bertcls fp32", "bertcls", &[]),
         (
             "bertcls int8 (--quantize int8)",
             "bertcls-int8",
-            &["--quantize", "int8"][..],
+            &["--quantize", "int8"],
         ),
-    ] {
+    ];
+    if native_bf16 {
+        ours.push((
+            "bertcls bf16 (--dtype bf16)",
+            "bertcls-bf16",
+            &["--dtype", "bf16"],
+        ));
+    }
+    for (name, tag, extra) in ours {
         eprintln!("{name}: predicting");
         let output = work.join(format!("predicted-{tag}.tsv"));
         let predicted = timed_json(

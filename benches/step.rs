@@ -19,7 +19,7 @@ use std::time::Instant;
 use anyhow::Result;
 use bertcls::config::TrainConfig;
 use bertcls::model::weights::{self, HeadInit};
-use bertcls::model::{ForwardMode, ModelConfig, cross_entropy};
+use bertcls::model::{ForwardMode, ModelConfig, Products, cross_entropy};
 use bertcls::optim::{AdamW, AdamWConfig, Gradients};
 use bertcls::tokenize::{Batch, Encoded};
 use bertcls::train::Trainable;
@@ -130,7 +130,8 @@ fn measure(
     .map(|p| (p, Vec::new()))
     .collect();
     let detached = trainable.model.detached()?;
-    let quantized = detached.quantized(bertcls::model::int8::Kernel::detect())?;
+    let quantized =
+        detached.with_products(Products::Int8(bertcls::model::int8::Kernel::detect()))?;
     for step in 0..steps + 1 {
         let t0 = Instant::now();
         let logits = trainable

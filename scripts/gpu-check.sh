@@ -5,7 +5,8 @@
 #   3. trains configs/sentiment.toml on all 67,349 rows of SST-2 train on the GPU, in f32 and in
 #      bf16, predicts SST-2 dev with each model on the GPU and on the CPU, and compares accuracy
 #      and labels (agreement %); checks `--quantize int8` with each int8 kernel the CPU runs
-#      (VNNI, AVX2) against the portable one (same bytes);
+#      (VNNI, AVX2) against the portable one (same bytes), and `--dtype bf16` with each bf16
+#      kernel (AVX512-BF16, AVX2) against the portable one (and its CPU training speed);
 #   4. runs the PyTorch reference (scripts/reference/sst2_pytorch.py) on the same GPU when torch
 #      sees CUDA: the same recipe in f32 and bf16 autocast, and prediction with bertcls' model;
 #   5. writes target/gpu-check/gpu-check.json and gpu-check.md (a table).
@@ -422,7 +423,10 @@ step_predict() {
     predict_dev "$CUDA_BIN" "$OUT/runs/$run" cuda "$run-on-gpu"
     predict_dev "$(state cpu_bin)" "$OUT/runs/$run" cpu "$run-on-cpu"
   done
-  [ -f "$OUT/runs/gpu-f32/model.safetensors" ] && int8_kernels
+  if [ -f "$OUT/runs/gpu-f32/model.safetensors" ]; then
+    int8_kernels
+    bf16_kernels
+  fi
   compare
 }
 
@@ -455,6 +459,67 @@ result = {k: {"same_bytes_as_portable": open(os.path.join(runs, f"int8-{k}.tsv")
 json.dump(result, open(os.path.join(out, "results", "int8_kernels.json"), "w"), indent=2)
 print(json.dumps(result))
 sys.exit(0 if all(r["same_bytes_as_portable"] for r in result.values()) else 1)
+PY
+}
+
+# `--dtype bf16` on this machine's CPU with each bf16 kernel it runs (BERTCLS_BF16_KERNEL:
+# avx512bf16, avx2, portable). Every kernel rounds the operands alike and sums in f32 in its own
+# order, so each must give the portable kernel's labels (all but a handful) and probabilities
+# within 0.01. Where the CPU has AVX512-BF16 (development machines do not), also 40 training
+# steps on the CPU in f32 and with bf16 = true: the first measure of the native kernel's speed.
+bf16_kernels() {
+  local kernel ran=() mode bin
+  bin=$(state cpu_bin)
+  for kernel in portable avx2 avx512bf16; do
+    if BERTCLS_BF16_KERNEL=$kernel x "$bin" predict --model "$OUT/runs/gpu-f32" --device cpu --dtype bf16 \
+      --input data/sst2/dev.tsv --text-column content --output "$OUT/runs/bf16-$kernel.tsv" --batch-size 64 --json \
+      > "$OUT/runs/bf16-$kernel.json" 2> "$OUT/runs/bf16-$kernel.err"; then
+      ran+=("$kernel")
+    elif grep -q 'not a bf16 kernel this CPU runs' "$OUT/runs/bf16-$kernel.err"; then
+      log "bf16 kernel $kernel: this CPU does not run it"
+    else
+      cat "$OUT/runs/bf16-$kernel.err" >&2
+      return 1
+    fi
+  done
+  if [[ " ${ran[*]} " == *" avx512bf16 "* ]]; then
+    local args
+    mapfile -t args < <(train_args)
+    for mode in false true; do
+      x "$bin" "${args[@]}" --device cpu --max-steps 40 --set 'eval_strategy="no"' --set "bf16=$mode" \
+        --output-dir "$OUT/runs/cpu-steps-bf16-$mode"
+    done
+  fi
+  python3 - "$OUT" "${ran[@]}" <<'PY'
+import csv, json, os, sys
+out, kernels = sys.argv[1], sys.argv[2:]
+runs = os.path.join(out, "runs")
+def read(name):
+    rows = list(csv.DictReader(open(os.path.join(runs, name), newline=""), delimiter="\t"))
+    return [r["predicted_label"] for r in rows], [float(r["probability"]) for r in rows]
+portable_labels, portable_probs = read("bf16-portable.tsv")
+f32_labels, _ = read("predict-gpu-f32-on-cpu.tsv")
+result = {"kernels": {}}
+for k in kernels:
+    labels, probs = read(f"bf16-{k}.tsv")
+    result["kernels"][k] = {
+        "labels_as_portable": sum(a == b for a, b in zip(labels, portable_labels)) / len(labels),
+        "labels_as_f32": sum(a == b for a, b in zip(labels, f32_labels)) / len(labels),
+        "max_probability_difference_from_portable": max(abs(a - b) for a, b in zip(probs, portable_probs)),
+        "model_examples_per_second": json.load(open(os.path.join(runs, f"bf16-{k}.json"))).get("model_examples_per_second"),
+    }
+steps = {}
+for mode in ("false", "true"):
+    path = os.path.join(runs, f"cpu-steps-bf16-{mode}", "all_results.json")
+    if os.path.exists(path):
+        steps["bf16" if mode == "true" else "f32"] = json.load(open(path)).get("train_runtime")
+if steps:
+    result["cpu_training_40_steps_seconds"] = steps
+json.dump(result, open(os.path.join(out, "results", "bf16_kernels.json"), "w"), indent=2)
+print(json.dumps(result))
+ok = all(r["labels_as_portable"] >= 0.99 and r["max_probability_difference_from_portable"] < 0.01
+         for r in result["kernels"].values())
+sys.exit(0 if ok else 1)
 PY
 }
 

@@ -2,6 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
+
+use crate::model::Products;
 use std::fmt;
 use std::str::FromStr;
 
@@ -69,14 +71,23 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
     }
 }
 
-/// The dtype training computes in: bfloat16 when `bf16` is asked for (CUDA only: candle's
-/// CPU matrix products have no bfloat16 kernel), else f32.
-pub fn compute_dtype(device: &Device, bf16: bool) -> Result<DType> {
+/// How training computes with `bf16` on `device`: the dtype of the forward and backward
+/// passes and how linear layers multiply. On a GPU, `bf16` runs the whole pass in bfloat16;
+/// on the CPU the tensors stay f32 and the linear layers multiply bf16-rounded operands with
+/// f32 sums (see [`crate::model::bf16`]: candle's CPU matrix products have no bfloat16),
+/// which is refused on a CPU without AVX512-BF16 unless `BERTCLS_BF16_KERNEL` names an
+/// emulating kernel.
+pub fn mixed_precision(device: &Device, bf16: bool) -> Result<(DType, Products)> {
     match (bf16, device) {
-        (false, _) => Ok(DType::F32),
-        (true, Device::Cuda(_)) => Ok(DType::BF16),
+        (false, _) => Ok((DType::F32, Products::Plain)),
+        (true, Device::Cuda(_)) => Ok((DType::BF16, Products::Plain)),
+        (true, Device::Cpu) => {
+            let kernel = crate::model::bf16::Kernel::from_env()
+                .map_err(|why| anyhow::anyhow!("bf16 = true: {why}"))?;
+            Ok((DType::F32, Products::Bf16(kernel)))
+        }
         (true, _) => bail!(
-            "bf16 = true needs a CUDA device, but training runs on {} (set bf16 = false)",
+            "bf16 = true runs on CUDA or the CPU, not on {} (set bf16 = false)",
             describe(device)
         ),
     }

@@ -261,15 +261,17 @@ fn unsupported_architectures_and_sentencepiece_only_tokenizers_are_one_line_erro
     );
 }
 
+/// `--quantize int8` and `--dtype bf16` (an emulating bf16 kernel where the CPU lacks
+/// AVX512-BF16) against f32, for every architecture.
 #[test]
-fn int8_inference_tracks_f32_for_every_architecture() {
+fn lower_precision_inference_tracks_f32_for_every_architecture() {
     let fx = Fixture::new("arch-int8");
     let data = fx.path("pairs.csv");
     write_pairs(&data);
     for (name, _) in ARCHITECTURES {
         let model = checkpoint(name);
         let probabilities = |extra: &[&str]| -> Vec<f64> {
-            let out = fx.path(&format!("{name}{}.csv", extra.len()));
+            let out = fx.path(&format!("{name}{}.csv", extra.join("")));
             let mut args = vec![
                 "predict",
                 "--model",
@@ -284,7 +286,13 @@ fn int8_inference_tracks_f32_for_every_architecture() {
                 "cpu",
             ];
             args.extend(extra);
-            ok(fx.run(&args));
+            let mut cmd = common::bertcls(&fx.cache);
+            if !bertcls::model::bf16::Kernel::available()
+                .contains(&bertcls::model::bf16::Kernel::Avx512)
+            {
+                cmd.env("BERTCLS_BF16_KERNEL", "portable");
+            }
+            ok(cmd.args(&args).output().unwrap());
             let text = std::fs::read_to_string(&out).unwrap();
             let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
             let at = header.iter().position(|h| *h == "probability").unwrap();
@@ -294,17 +302,19 @@ fn int8_inference_tracks_f32_for_every_architecture() {
                 .collect()
         };
         let f32s = probabilities(&[]);
-        let int8 = probabilities(&["--quantize", "int8"]);
-        let worst = f32s
-            .iter()
-            .zip(&int8)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        assert!(worst > 0.0, "{name}: int8 is a different computation");
-        assert!(
-            worst < 0.05,
-            "{name}: int8 probabilities within 0.05 of f32: {worst}"
-        );
+        for (lower, bound) in [(["--quantize", "int8"], 0.05), (["--dtype", "bf16"], 0.02)] {
+            let other = probabilities(&lower);
+            let worst = f32s
+                .iter()
+                .zip(&other)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(worst > 0.0, "{name}: {lower:?} is a different computation");
+            assert!(
+                worst < bound,
+                "{name}: {lower:?} probabilities within {bound} of f32: {worst}"
+            );
+        }
     }
 }
 

@@ -532,3 +532,93 @@ fn every_int8_kernel_predicts_the_same_bytes() {
     let (run, _) = predict(Some("sse9"), "unknown.tsv");
     fails_with(run, &["BERTCLS_INT8_KERNEL=sse9", "it runs:", "portable"]);
 }
+
+/// `bf16 = true` and `--dtype bf16` on the CPU: the native AVX512-BF16 kernel where the CPU has
+/// it, else only an emulating kernel named by `BERTCLS_BF16_KERNEL`. Training, eval and predict
+/// take the bf16 path end to end, and the probabilities stay close to f32's.
+#[test]
+fn bf16_on_the_cpu_trains_and_predicts() {
+    let fx = Fixture::new("bf16-cpu");
+    let config = fx.config("bf16 = true");
+    let run = |args: &[&str], kernel: Option<&str>| {
+        let mut cmd = bertcls(&fx.cache);
+        cmd.args(args);
+        if let Some(k) = kernel {
+            cmd.env("BERTCLS_BF16_KERNEL", k);
+        }
+        cmd.output().unwrap()
+    };
+    let trained = ok(run(&["train", "--config", s(&config)], Some("portable")));
+    assert!(
+        stderr(&trained).contains("linear layers multiply in bf16 (portable kernel)"),
+        "{}",
+        stderr(&trained)
+    );
+    let model = fx.path("run");
+    let dev = fx.path("dev.tsv");
+    let probabilities = |extra: &[&str], name: &str| -> Vec<f64> {
+        let out = fx.path(name);
+        let mut args = vec!["predict", "--model", s(&model), "--input", s(&dev)];
+        args.extend(["--text-column", "content", "--output", s(&out)]);
+        args.extend(extra);
+        let run = ok(run(&args, Some("portable")));
+        if !extra.is_empty() {
+            assert!(
+                stderr(&run).contains("bf16: linear layers multiply in bf16, portable kernel"),
+                "{}",
+                stderr(&run)
+            );
+        }
+        let text = std::fs::read_to_string(&out).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split('\t').collect();
+        let at = header.iter().position(|h| *h == "probability").unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| l.split('\t').nth(at).unwrap().parse().unwrap())
+            .collect()
+    };
+    let f32s = probabilities(&[], "f32.tsv");
+    let bf16s = probabilities(&["--dtype", "bf16"], "bf16.tsv");
+    let worst = f32s
+        .iter()
+        .zip(&bf16s)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst > 0.0 && worst < 0.02,
+        "bf16 vs f32 probabilities: {worst}"
+    );
+    let eval = [
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&dev),
+        "--text-column",
+        "content",
+        "--label-column",
+        "sentiment",
+        "--dtype",
+        "bf16",
+    ];
+    ok(run(&eval, Some("portable")));
+    let native =
+        bertcls::model::bf16::Kernel::available().contains(&bertcls::model::bf16::Kernel::Avx512);
+    if native {
+        ok(run(&eval, None));
+    } else {
+        fails_with(
+            run(&eval, None),
+            &[
+                "--dtype bf16: bf16 on the CPU needs AVX512-BF16",
+                "BERTCLS_BF16_KERNEL",
+            ],
+        );
+    }
+    let mut both = eval.to_vec();
+    both.extend(["--quantize", "int8"]);
+    fails_with(
+        run(&both, Some("portable")),
+        &["--quantize and --dtype bf16 exclude each other"],
+    );
+}

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bertcls::data::LabelSet;
 use bertcls::infer::{Batching, Classifier, LoadOptions, batched_logits};
 use bertcls::model::weights::{self, HeadInit};
-use bertcls::model::{ForwardMode, SequenceClassifier, cross_entropy};
+use bertcls::model::{ForwardMode, Products, SequenceClassifier, bf16, cross_entropy};
 use bertcls::testing::{TinyModel, max_abs_diff};
 use bertcls::tokenize::{Batch, Input, TextEncoder};
 use bertcls::train::Trainable;
@@ -193,7 +193,8 @@ fn half_precision_training_path_tracks_f32() {
     let full = Trainable::new(&no_dropout.config(), 3, &params).unwrap();
     let half = Trainable::new(&no_dropout.config(), 3, &params)
         .unwrap()
-        .with_compute_dtype(DType::F16);
+        .with_precision((DType::F16, Products::Plain))
+        .unwrap();
     let (loss32, g32) = full
         .loss_and_grads(&batch, &targets, &mut ForwardMode::train(1), 1.0)
         .unwrap();
@@ -207,6 +208,38 @@ fn half_precision_training_path_tracks_f32() {
     // f16 keeps 11 bits of mantissa: a few parts in a thousand of the tensor's scale. The
     // absolute term is for the key biases, whose true gradient is zero (rounding noise).
     assert_gradients_close((&full, &g32), (&half, &g16), 2e-2, 1e-4);
+}
+
+/// Mixed precision on the CPU (`bf16 = true`): f32 tensors whose linear layers multiply
+/// bf16-rounded operands, forward and backward, with every bf16 kernel this CPU runs (the
+/// emulating ones everywhere, AVX512-BF16 where present). The loss and gradients follow f32
+/// within bf16's rounding, and differ from it (the products are really rounded).
+#[test]
+fn bf16_products_training_path_tracks_f32() {
+    let no_dropout = TinyModel {
+        dropout: 0.0,
+        ..tiny()
+    };
+    let (_, batch, targets, params) = setup(&no_dropout);
+    let full = Trainable::new(&no_dropout.config(), 3, &params).unwrap();
+    let (loss32, g32) = full
+        .loss_and_grads(&batch, &targets, &mut ForwardMode::train(1), 1.0)
+        .unwrap();
+    for kernel in bf16::Kernel::available() {
+        let mixed = Trainable::new(&no_dropout.config(), 3, &params)
+            .unwrap()
+            .with_precision((DType::F32, Products::Bf16(kernel)))
+            .unwrap();
+        let (loss16, g16) = mixed
+            .loss_and_grads(&batch, &targets, &mut ForwardMode::train(1), 1.0)
+            .unwrap();
+        assert!(
+            loss16 != loss32 && (loss32 - loss16).abs() < 1e-2 * loss32.abs(),
+            "{kernel:?}: {loss32} vs {loss16}"
+        );
+        // bf16 keeps 8 bits of mantissa: about 4 parts in a thousand per product.
+        assert_gradients_close((&full, &g32), (&mixed, &g16), 5e-2, 1e-3);
+    }
 }
 
 /// Prediction batches inputs longest first; each input must get the logits it gets when

@@ -14,8 +14,7 @@ use crate::device::{self, DeviceSpec};
 use crate::eval::{EvalOptions, evaluate};
 use crate::infer::{Batching, Classifier, LoadOptions};
 use crate::limits;
-use crate::model::ModelConfig;
-use crate::model::int8;
+use crate::model::{ModelConfig, Products, bf16, int8};
 use crate::predict::{
     Answer, OnError, PredictOptions, TextPrediction, predict_file, predict_texts,
 };
@@ -146,16 +145,50 @@ pub struct ModelArgs {
     /// (`thresholds` in config.json, else 0.5).
     #[arg(long)]
     pub threshold: Option<f32>,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
+}
+
+/// Lower-precision inference: `--quantize` and `--dtype`.
+#[derive(Args, Debug)]
+pub struct PrecisionArgs {
     /// Compute every linear layer in int8 (dynamic quantization; CPU only).
     #[arg(long, value_enum)]
     pub quantize: Option<Quantize>,
+    /// Matrix products of the linear layers: bf16 rounds both operands to bfloat16 and sums
+    /// in f32 (CPU with AVX512-BF16 only).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
 }
 
-/// Lower-precision inference.
+impl PrecisionArgs {
+    /// How the linear layers multiply, with the kernel this CPU runs.
+    fn products(&self) -> Result<Products> {
+        Ok(match (self.quantize, self.dtype) {
+            (None, Dtype::F32) => Products::Plain,
+            (Some(Quantize::Int8), Dtype::F32) => {
+                Products::Int8(int8::Kernel::from_env().map_err(anyhow::Error::msg)?)
+            }
+            (None, Dtype::Bf16) => Products::Bf16(
+                bf16::Kernel::from_env().map_err(|why| anyhow::anyhow!("--dtype bf16: {why}"))?,
+            ),
+            (Some(_), Dtype::Bf16) => bail!("--quantize and --dtype bf16 exclude each other"),
+        })
+    }
+}
+
+/// Weights quantized for inference.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Quantize {
     /// Weights per output channel (7 bits), activations per row (8 bits), exact i32 sums.
     Int8,
+}
+
+/// The precision of inference's matrix products.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    Bf16,
 }
 
 #[derive(Args, Debug)]
@@ -279,7 +312,7 @@ fn open_model(args: &ModelArgs) -> Result<Classifier> {
         &args.model,
         &args.device,
         args.max_seq_length,
-        args.quantize,
+        &args.precision,
     )?;
     if let Some(threshold) = args.threshold {
         classifier
@@ -292,31 +325,36 @@ fn open_model(args: &ModelArgs) -> Result<Classifier> {
     Ok(classifier)
 }
 
-/// The classifier of `--model`, `--device`, `--max-seq-length` and `--quantize`.
+/// The classifier of `--model`, `--device`, `--max-seq-length`, `--quantize` and `--dtype`.
 fn load_classifier(
     model: &str,
     device: &str,
     max_seq_length: Option<usize>,
-    quantize: Option<Quantize>,
+    precision: &PrecisionArgs,
 ) -> Result<Classifier> {
     let device = device::open(device.parse::<DeviceSpec>()?)?;
     let dir = source::resolve_first(&[model.to_string()])?;
     if let Some(length) = max_seq_length {
         check_seq_length(&dir, length)?;
     }
-    let int8 = quantize
-        .map(|Quantize::Int8| int8::Kernel::from_env().map_err(anyhow::Error::msg))
-        .transpose()?;
+    let products = precision.products()?;
     let classifier = Classifier::load(
         &dir,
         &LoadOptions {
             max_seq_length,
             device,
-            int8,
+            products,
         },
     )?;
-    if let Some(kernel) = int8 {
-        eprintln!("int8: linear layers quantized, {} kernel", kernel.name());
+    match products {
+        Products::Plain => {}
+        Products::Int8(kernel) => {
+            eprintln!("int8: linear layers quantized, {} kernel", kernel.name())
+        }
+        Products::Bf16(kernel) => eprintln!(
+            "bf16: linear layers multiply in bf16, {} kernel",
+            kernel.name()
+        ),
     }
     Ok(classifier)
 }

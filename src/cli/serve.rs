@@ -23,9 +23,8 @@ pub struct ServeArgs {
     /// Truncation length (default: the one the model was trained with).
     #[arg(long)]
     pub max_seq_length: Option<usize>,
-    /// Compute every linear layer in int8 (dynamic quantization; CPU only).
-    #[arg(long, value_enum)]
-    pub quantize: Option<super::Quantize>,
+    #[command(flatten)]
+    pub precision: super::PrecisionArgs,
     /// Address to listen on; 0.0.0.0 exposes the server to the network.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -158,7 +157,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         &args.model,
         &args.device,
         args.max_seq_length,
-        args.quantize,
+        &args.precision,
     )?;
     let options = options(&args, classifier.max_length())?;
     eprintln!(

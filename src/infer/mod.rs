@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 
 use crate::data::LabelSet;
 use crate::limits;
-use crate::model::{ModelConfig, SequenceClassifier, TRAINING_ARGS, int8, weights};
+use crate::model::{ModelConfig, Products, SequenceClassifier, TRAINING_ARGS, weights};
 use crate::task::{Prediction, Task};
 use crate::tokenize::{Batch, Encoded, Input, TextEncoder};
 
@@ -20,8 +20,8 @@ pub struct LoadOptions {
     /// over the model's `max_position_embeddings`.
     pub max_seq_length: Option<usize>,
     pub device: Device,
-    /// Every linear layer in int8 with this kernel (CPU only; see [`crate::model::int8`]).
-    pub int8: Option<int8::Kernel>,
+    /// How every linear layer multiplies: bf16 and int8 kernels run on the CPU only.
+    pub products: Products,
 }
 
 impl LoadOptions {
@@ -29,7 +29,7 @@ impl LoadOptions {
         Self {
             max_seq_length: None,
             device: Device::Cpu,
-            int8: None,
+            products: Products::Plain,
         }
     }
 }
@@ -68,8 +68,11 @@ impl Classifier {
         if !dir.is_dir() {
             bail!("{}: no such model folder", dir.display());
         }
-        if options.int8.is_some() && !options.device.is_cpu() {
-            bail!("int8 quantization runs on the CPU: pass --device cpu");
+        if options.products != Products::Plain && !options.device.is_cpu() {
+            bail!(
+                "{} products run on the CPU: pass --device cpu",
+                options.products.describe()
+            );
         }
         let config = ModelConfig::load(dir)?;
         if let Some(length) = options.max_seq_length {
@@ -112,7 +115,7 @@ impl Classifier {
             &config,
             labels.len(),
             &mut crate::model::params::Tensors(&loaded.tensors),
-            options.int8,
+            options.products,
         )?;
         Ok(Self {
             dir: dir.to_path_buf(),

@@ -7,8 +7,8 @@ use candle_core::{DType, Tensor};
 
 use super::config::Activation;
 use super::int8::QuantizedLinear;
-use super::ops;
 use super::params::{Kind, Scope};
+use super::{bf16, int8, ops};
 
 /// Whether dropout is on, where its masks come from, and whether gradients may flow back.
 pub struct ForwardMode {
@@ -62,12 +62,43 @@ impl ForwardMode {
     }
 }
 
+/// How a model's linear layers multiply: their tensors' dtype, or a CPU kernel in lower
+/// precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Products {
+    /// In the tensors' dtype (f32, or bfloat16 on a GPU).
+    #[default]
+    Plain,
+    /// f32 tensors, products of bf16-rounded operands summed in f32 (see [`super::bf16`]);
+    /// differentiable.
+    Bf16(bf16::Kernel),
+    /// Weights and activations quantized to int8 (see [`super::int8`]); inference only.
+    Int8(int8::Kernel),
+}
+
+impl Products {
+    /// What a person reads: `f32`, `bf16 (avx512bf16 kernel)`, ...
+    pub fn describe(self) -> String {
+        match self {
+            Products::Plain => "the weights' dtype".to_string(),
+            Products::Bf16(k) => format!("bf16 ({} kernel)", k.name()),
+            Products::Int8(k) => format!("int8 ({} kernel)", k.name()),
+        }
+    }
+}
+
 /// `y = x W^T + b`, with `W` stored (out, in) as in PyTorch.
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
-    /// The weights quantized, when the model computes in int8 (see [`super::int8`]).
-    int8: Option<QuantizedLinear>,
+    compute: Compute,
+}
+
+/// [`Products`] with what each needs prepared at load.
+enum Compute {
+    Plain,
+    Bf16(bf16::Kernel),
+    Int8(QuantizedLinear),
 }
 
 impl Linear {
@@ -85,17 +116,25 @@ impl Linear {
     }
 
     fn with(s: &Scope, weight: Tensor, bias: Tensor) -> Result<Self> {
-        let int8 = s
-            .int8()
-            .map(|kernel| QuantizedLinear::new(&weight, &bias, kernel))
-            .transpose()?;
-        Ok(Self { weight, bias, int8 })
+        let compute = match s.products() {
+            Products::Plain => Compute::Plain,
+            Products::Bf16(kernel) => Compute::Bf16(kernel),
+            Products::Int8(kernel) => Compute::Int8(QuantizedLinear::new(&weight, &bias, kernel)?),
+        };
+        Ok(Self {
+            weight,
+            bias,
+            compute,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match &self.int8 {
-            Some(q) if x.device().is_cpu() && x.dtype() == DType::F32 => {
-                x.contiguous()?.apply_op1_no_bwd(q)
+        let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+        match &self.compute {
+            Compute::Int8(q) if cpu_f32 => x.contiguous()?.apply_op1_no_bwd(q),
+            Compute::Bf16(kernel) if cpu_f32 => {
+                x.contiguous()?
+                    .apply_op3(&self.weight, &self.bias, bf16::Linear(*kernel))
             }
             _ => ops::linear(x, &self.weight, &self.bias),
         }

@@ -5,6 +5,7 @@
 pub mod architecture;
 pub mod attention;
 pub mod bert;
+pub mod bf16;
 pub mod config;
 pub mod deberta;
 pub mod distilbert;
@@ -26,7 +27,7 @@ use candle_core::{DType, Tensor};
 use architecture::Network;
 pub use architecture::Outputs;
 pub use config::ModelConfig;
-pub use layers::ForwardMode;
+pub use layers::{ForwardMode, Products};
 use params::{Param, Registry, Source, Tensors};
 
 use crate::data::LabelSet;
@@ -40,25 +41,25 @@ pub struct SequenceClassifier {
     /// Every parameter in the order the network asked for them (transformers' order),
     /// sharing storage with the network.
     params: Vec<Param>,
-    /// The int8 kernel of a model quantized for inference.
-    int8: Option<int8::Kernel>,
+    /// How the linear layers multiply.
+    products: Products,
 }
 
 impl SequenceClassifier {
     /// Builds the model for `config`'s architecture, taking every parameter from `source`.
     pub fn build(config: &ModelConfig, num_labels: usize, source: &mut dyn Source) -> Result<Self> {
-        Self::build_with(config, num_labels, source, None)
+        Self::build_with(config, num_labels, source, Products::Plain)
     }
 
-    /// As [`SequenceClassifier::build`], with every linear layer quantized to int8 for
-    /// inference when `int8` names a kernel.
+    /// As [`SequenceClassifier::build`], with every linear layer multiplying as `products`
+    /// says.
     pub fn build_with(
         config: &ModelConfig,
         num_labels: usize,
         source: &mut dyn Source,
-        int8: Option<int8::Kernel>,
+        products: Products,
     ) -> Result<Self> {
-        let registry = Registry::new(source).with_int8(int8);
+        let registry = Registry::new(source).with_products(products);
         let network = config
             .architecture()
             .build(config, num_labels, &registry.root())?;
@@ -67,14 +68,18 @@ impl SequenceClassifier {
             network,
             num_labels,
             params: registry.into_params(),
-            int8,
+            products,
         })
     }
 
-    /// The same weights with every linear layer computing in int8 (inference only: the
-    /// quantized product has no gradient).
-    pub fn quantized(&self, kernel: int8::Kernel) -> Result<Self> {
-        self.rebuilt(|t| Ok(t.clone()), Some(kernel))
+    /// The same weights (the same tensors: gradients still reach them) with every linear
+    /// layer multiplying as `products` says.
+    pub fn with_products(&self, products: Products) -> Result<Self> {
+        self.rebuilt(|t| Ok(t.clone()), products)
+    }
+
+    pub fn products(&self) -> Products {
+        self.products
     }
 
     /// Builds the model from a complete set of named parameters. The tensors are used as they
@@ -107,29 +112,35 @@ impl SequenceClassifier {
             .collect()
     }
 
-    /// The same model on each parameter mapped by `f`, with linear layers in `int8`.
+    /// The same model on each parameter mapped by `f`, its linear layers multiplying as
+    /// `products` says.
     fn rebuilt(
         &self,
         f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
-        int8: Option<int8::Kernel>,
+        products: Products,
     ) -> Result<Self> {
         let tensors = self
             .params
             .iter()
             .map(|p| Ok((p.name.clone(), f(&p.tensor)?)))
             .collect::<Result<_>>()?;
-        Self::build_with(&self.config, self.num_labels, &mut Tensors(&tensors), int8)
+        Self::build_with(
+            &self.config,
+            self.num_labels,
+            &mut Tensors(&tensors),
+            products,
+        )
     }
 
     /// The same model on weights cast to `dtype`; the casts stay in the graph, so gradients
     /// flow back to the original weights in their own dtype.
     pub fn cast(&self, dtype: DType) -> Result<Self> {
-        self.rebuilt(|t| t.to_dtype(dtype), self.int8)
+        self.rebuilt(|t| t.to_dtype(dtype), self.products)
     }
 
     /// The same weights without gradient tracking: inference on it builds no graph.
     pub fn detached(&self) -> Result<Self> {
-        self.rebuilt(|t| Ok(t.detach()), self.int8)
+        self.rebuilt(|t| Ok(t.detach()), self.products)
     }
 
     /// The whole forward pass, with the last hidden state of every token.

@@ -178,12 +178,16 @@ impl CustomOp3 for Linear {
         let x2 = x.detach().reshape((rows, inputs))?;
         let dx = dy.matmul(&w.detach())?.reshape(x.shape())?;
         let dw = dy.t()?.matmul(&x2)?;
-        let db = dy.apply_op1_no_bwd(&ColumnSums)?;
+        let db = column_sums(&dy)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
-/// Sums a (rows, n) matrix over its rows, in parallel: the bias gradient.
+/// Sums a contiguous (rows, n) f32 matrix over its rows, in parallel: the bias gradient.
+pub(super) fn column_sums(t: &Tensor) -> Result<Tensor> {
+    t.apply_op1_no_bwd(&ColumnSums)
+}
+
 struct ColumnSums;
 
 impl CustomOp1 for ColumnSums {

@@ -9,6 +9,8 @@ use std::cell::RefCell;
 use anyhow::Result;
 use candle_core::Tensor;
 
+use super::layers::Products;
+
 /// What a parameter is, which decides its weight decay (transformers' `Trainer` exempts every
 /// bias and every normalisation layer's parameters, whatever they are called) and how a new
 /// one is initialised.
@@ -73,8 +75,8 @@ impl Param {
 pub struct Registry<'s> {
     source: RefCell<&'s mut dyn Source>,
     params: RefCell<Vec<Param>>,
-    /// Linear layers computing in int8 with this kernel (inference only).
-    int8: Option<super::int8::Kernel>,
+    /// How linear layers multiply.
+    products: Products,
 }
 
 impl<'s> Registry<'s> {
@@ -82,13 +84,13 @@ impl<'s> Registry<'s> {
         Self {
             source: RefCell::new(source),
             params: RefCell::new(Vec::new()),
-            int8: None,
+            products: Products::Plain,
         }
     }
 
-    /// Linear layers quantize their weights and compute in int8 with `kernel`.
-    pub fn with_int8(mut self, kernel: Option<super::int8::Kernel>) -> Self {
-        self.int8 = kernel;
+    /// Linear layers multiply as `products` says.
+    pub fn with_products(mut self, products: Products) -> Self {
+        self.products = products;
         self
     }
 
@@ -137,9 +139,9 @@ impl<'r, 's> Scope<'r, 's> {
         }
     }
 
-    /// The int8 kernel linear layers compute with, if the model is quantized.
-    pub fn int8(&self) -> Option<super::int8::Kernel> {
-        self.registry.int8
+    /// How linear layers multiply.
+    pub fn products(&self) -> Products {
+        self.registry.products
     }
 
     fn full(&self, name: &str) -> String {

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::TrainConfig;
 use crate::model::weights::{self, HeadInit};
-use crate::model::{ForwardMode, ModelConfig, SequenceClassifier, TRAINING_ARGS};
+use crate::model::{ForwardMode, ModelConfig, Products, SequenceClassifier, TRAINING_ARGS};
 use crate::task::{Evaluation, Loss};
 use crate::tokenize::{Batch, TextEncoder};
 use crate::{atomic, device, source};
@@ -248,10 +248,12 @@ impl Trainable {
         self
     }
 
-    /// Runs the forward and backward passes in `dtype` (mixed precision).
-    pub fn with_compute_dtype(mut self, dtype: DType) -> Self {
+    /// Runs the forward and backward passes in `dtype` with linear layers multiplying as
+    /// `products` says (mixed precision; see [`crate::device::mixed_precision`]).
+    pub fn with_precision(mut self, (dtype, products): (DType, Products)) -> Result<Self> {
         self.compute_dtype = dtype;
-        self
+        self.model = self.model.with_products(products)?;
+        Ok(self)
     }
 
     /// The loss of one batch against its `targets` (see [`Targets::batch`]) and its gradients.
@@ -299,6 +301,14 @@ fn open_checkpoint(
 pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcome> {
     let device = device::open(config.device_spec())?;
     eprintln!("device: {}", device::describe(&device));
+    let precision = device::mixed_precision(&device, config.bf16)?;
+    if config.bf16 {
+        eprintln!(
+            "mixed precision: {:?} passes, linear layers multiply in {}",
+            precision.0,
+            precision.1.describe()
+        );
+    }
     let _lock = output_dir::RunLock::acquire(&config.output_dir)?;
     let resumed = match &resume {
         Some(r) => {
@@ -376,7 +386,7 @@ pub fn train(config: &TrainConfig, resume: Option<Resume>) -> Result<TrainOutcom
         );
     }
     let trainable = Trainable::new(&model_config, num_labels, &loaded.tensors)?
-        .with_compute_dtype(device::compute_dtype(&device, config.bf16)?)
+        .with_precision(precision)?
         .with_loss(setup.loss.clone());
     drop(loaded);
     if resumed.is_none() {

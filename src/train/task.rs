@@ -9,7 +9,7 @@ use super::{Prepared, Split};
 use crate::config::{BestMetric, TrainConfig};
 use crate::data::LabelSet;
 use crate::infer::{Batching, Classifier, LoadOptions};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, Products};
 use crate::task::targets::{ClassWeights, WeightRule, class_weights};
 use crate::task::{Evaluation, Loss, ProblemType, Targets, Task, multi_label};
 
@@ -135,7 +135,7 @@ pub(super) fn tune_thresholds(
         &LoadOptions {
             max_seq_length: Some(config.max_seq_length),
             device: device.clone(),
-            int8: None,
+            products: Products::Plain,
         },
     )?;
     let logits = classifier.logits(

@@ -26,7 +26,9 @@ pub fn bertcls(cache: &Path) -> Command {
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_ENDPOINT")
         .env_remove("HF_TOKEN")
-        .env_remove("HF_HUB_OFFLINE");
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("BERTCLS_BF16_KERNEL")
+        .env_remove("BERTCLS_INT8_KERNEL");
     cmd
 }
 

@@ -1,0 +1,626 @@
+//! bfloat16 matrix products that sum in f32: mixed precision on the CPU (`bf16 = true` for
+//! training, `--dtype bf16` for inference).
+//!
+//! Both operands are rounded to bf16 (to nearest, ties to even) as they are packed; a product
+//! of two bf16 numbers is exact in f32 and the sums are f32, which is what AVX512-BF16's
+//! `vdpbf16ps` computes and what PyTorch's CPU autocast does for `linear`. Where the CPU has
+//! AVX512-BF16 one instruction does 32 such products (twice f32's rate). Elsewhere the same
+//! packed operands are multiplied in f32 (the emulating kernels): the same numbers up to the
+//! order of the sums, at no gain over f32, so they run only when asked for
+//! (`BERTCLS_BF16_KERNEL`): to check results on any CPU, and in the tests.
+//!
+//! Linear layers use [`Linear`] (forward and backward in bf16 products, bias and gradients in
+//! f32); everything else (layer norm, softmax, attention, loss, the optimizer) stays f32.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+use super::ops::{column_sums, f32_slice};
+
+/// The environment variable that picks a bf16 kernel instead of the native one.
+pub const KERNEL_VARIABLE: &str = "BERTCLS_BF16_KERNEL";
+
+/// Rows of a micro-tile: one broadcast pair each.
+const MR: usize = 8;
+/// Columns of a micro-tile: two 512-bit registers of 16 f32 sums.
+const NR: usize = 32;
+
+/// Which kernel computes the products; all round the operands alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX512-BF16 `vdpbf16ps`: two bf16 products and their sum per f32 lane.
+    Avx512,
+    /// The bf16 operands widened to f32 and multiplied with AVX2 (emulation).
+    Avx2,
+    /// Plain Rust, for any CPU (emulation).
+    Portable,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx512 => "avx512bf16",
+            Kernel::Avx2 => "avx2",
+            Kernel::Portable => "portable",
+        }
+    }
+
+    /// Every kernel this CPU runs, fastest first.
+    pub fn available() -> Vec<Self> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512bf16") {
+                kernels.push(Kernel::Avx512);
+            }
+            if has!("avx2") && has!("fma") {
+                kernels.push(Kernel::Avx2);
+            }
+        }
+        kernels.push(Kernel::Portable);
+        kernels
+    }
+
+    /// Whether this kernel multiplies in bf16 in hardware (and so is worth running).
+    pub fn is_native(self) -> bool {
+        self == Kernel::Avx512
+    }
+
+    /// The kernel named by `BERTCLS_BF16_KERNEL` (avx512bf16, avx2 or portable), else the
+    /// native one. On a CPU without AVX512-BF16 and without the variable this is an error
+    /// that says why: bf16 there would be slower than f32, not faster.
+    pub fn from_env() -> std::result::Result<Self, String> {
+        let name = std::env::var(KERNEL_VARIABLE).ok();
+        Self::choose(name.as_deref(), &Self::available())
+    }
+
+    /// The kernel called `name` among `available`, else the native one.
+    fn choose(name: Option<&str>, available: &[Self]) -> std::result::Result<Self, String> {
+        let Some(name) = name else {
+            return available.iter().copied().find(|k| k.is_native()).ok_or_else(|| {
+                format!(
+                    "bf16 on the CPU needs AVX512-BF16, which this CPU lacks (emulated, bf16 is \
+                     slower than f32): use f32, or set {KERNEL_VARIABLE}=portable to emulate it"
+                )
+            });
+        };
+        available
+            .iter()
+            .copied()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
+                format!(
+                    "{KERNEL_VARIABLE}={name}: not a bf16 kernel this CPU runs (it runs: {})",
+                    names.join(", ")
+                )
+            })
+    }
+
+    fn check_runs(self) -> Result<()> {
+        if !Self::available().contains(&self) {
+            bail!("the {} bf16 kernel does not run on this CPU", self.name());
+        }
+        Ok(())
+    }
+
+    /// The sums of one micro-tile: `a` holds `MR` rows and `b` `NR` columns per pair of
+    /// inputs.
+    fn tile(self, a: &[u32], b: &[u32]) -> [[f32; NR]; MR] {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `gemm_add` runs a kernel only after `check_runs`.
+            Kernel::Avx512 => unsafe { x86::tile_avx512(a, b) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Kernel::Avx2 => unsafe { x86::tile_avx2(a, b) },
+            _ => tile_portable(a, b),
+        }
+    }
+}
+
+/// `x` rounded to bfloat16, to nearest with ties to even; NaN stays NaN.
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounded = (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+    // A select rather than an early return, so that packing loops vectorize.
+    if x.is_nan() {
+        ((bits >> 16) | 0x40) as u16
+    } else {
+        rounded
+    }
+}
+
+/// Two bf16 numbers in one word, `lo` in the low half: one operand pair of `vdpbf16ps`.
+fn pair(lo: f32, hi: f32) -> u32 {
+    to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16
+}
+
+fn low(p: u32) -> f32 {
+    f32::from_bits(p << 16)
+}
+
+fn high(p: u32) -> f32 {
+    f32::from_bits(p & 0xffff_0000)
+}
+
+/// A (rows, cols) f32 matrix read through strides, every element of it in bounds.
+#[derive(Clone, Copy)]
+pub struct Strided<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Strided<'a> {
+    pub fn new(
+        data: &'a [f32],
+        (rows, cols): (usize, usize),
+        (row_stride, col_stride): (usize, usize),
+    ) -> Result<Self> {
+        if rows > 0 && cols > 0 && data.len() <= (rows - 1) * row_stride + (cols - 1) * col_stride {
+            bail!("bf16 product: a ({rows} x {cols}) operand reaches past its storage");
+        }
+        Ok(Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        })
+    }
+
+    /// A row-major matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+        Self::new(data, (rows, cols), (cols, 1))
+    }
+
+    /// The matrix read transposed.
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Packs rows `first..first + width` (zero past the last row) into `out`, zeroed:
+    /// `out[p * width + i]` holds columns `2p` and `2p + 1` of row `first + i` (zero past
+    /// the last column). Both operands are packed this way, `b` read transposed.
+    fn pack(&self, first: usize, width: usize, out: &mut [u32]) {
+        let cs = self.col_stride;
+        let whole = self.cols / 2;
+        for i in 0..width.min(self.rows.saturating_sub(first)) {
+            let row = &self.data[(first + i) * self.row_stride..];
+            for p in 0..whole {
+                out[p * width + i] = pair(row[2 * p * cs], row[(2 * p + 1) * cs]);
+            }
+            if self.cols % 2 == 1 {
+                out[whole * width + i] = pair(row[(self.cols - 1) * cs], 0.0);
+            }
+        }
+    }
+}
+
+/// `dst` (m, n), row-major, += `a` (m, k) · `b` (k, n), both operands rounded to bf16.
+pub fn gemm_add(kernel: Kernel, dst: &mut [f32], a: Strided, b: Strided) -> Result<()> {
+    kernel.check_runs()?;
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || dst.len() != m * n {
+        bail!(
+            "bf16 product: ({m} x {k}) . ({} x {n}) into {} values",
+            b.rows,
+            dst.len()
+        );
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(());
+    }
+    let pairs = k.div_ceil(2);
+    // `b` in panels of NR columns: [panel][pair of inputs][column] (zero-padded).
+    let mut packed_b = vec![0u32; n.div_ceil(NR) * pairs * NR];
+    let columns = b.t();
+    packed_b
+        .par_chunks_mut(pairs * NR)
+        .enumerate()
+        .for_each(|(panel, out)| columns.pack(panel * NR, NR, out));
+    let rows_per_task = (m.div_ceil(4 * rayon::current_num_threads()))
+        .next_multiple_of(MR)
+        .min(8 * MR);
+    dst.par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each_init(Vec::new, |packed_a, (task, dst)| {
+            let first = task * rows_per_task;
+            let rows = dst.len() / n;
+            // This task's rows of `a` in blocks of MR: [block][pair of inputs][row].
+            packed_a.clear();
+            packed_a.resize(rows.div_ceil(MR) * pairs * MR, 0u32);
+            for (block, out) in packed_a.chunks_exact_mut(pairs * MR).enumerate() {
+                a.pack(first + block * MR, MR, out);
+            }
+            for (panel, b) in packed_b.chunks_exact(pairs * NR).enumerate() {
+                for (block, a) in packed_a.chunks_exact(pairs * MR).enumerate() {
+                    let sums = kernel.tile(a, b);
+                    let cols = NR.min(n - panel * NR);
+                    for (r, sums) in sums.iter().enumerate().take(rows - block * MR) {
+                        let at = (block * MR + r) * n + panel * NR;
+                        dst[at..at + cols]
+                            .iter_mut()
+                            .zip(sums)
+                            .for_each(|(d, s)| *d += s);
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+#[inline(always)]
+fn tile_portable(a: &[u32], b: &[u32]) -> [[f32; NR]; MR] {
+    let mut acc = [[0f32; NR]; MR];
+    for (a, b) in a.as_chunks::<MR>().0.iter().zip(b.as_chunks::<NR>().0) {
+        let (mut lo, mut hi) = ([0f32; NR], [0f32; NR]);
+        for c in 0..NR {
+            (lo[c], hi[c]) = (low(b[c]), high(b[c]));
+        }
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            let (al, ah) = (low(a), high(a));
+            for c in 0..NR {
+                acc[c] += al * lo[c] + ah * hi[c];
+            }
+        }
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// [`super::tile_portable`] compiled for AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile_avx2(a: &[u32], b: &[u32]) -> [[f32; NR]; MR] {
+        super::tile_portable(a, b)
+    }
+
+    /// The same 64 bytes read as 32 bf16 numbers.
+    #[inline(always)]
+    fn as_bf16(v: __m512i) -> __m512bh {
+        // SAFETY: both are 64-byte vectors of plain bits, every pattern valid.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+    }
+
+    /// One `vdpbf16ps` per row and 16 columns per pair of inputs: each lane adds both
+    /// products of its (low, high) pair to its f32 sum.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn tile_avx512(a: &[u32], b: &[u32]) -> [[f32; NR]; MR] {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for (a, b) in a.as_chunks::<MR>().0.iter().zip(b.as_chunks::<NR>().0) {
+            // SAFETY: `b` holds NR = 32 words: two unaligned 512-bit loads.
+            let (b0, b1) = unsafe {
+                (
+                    as_bf16(_mm512_loadu_si512(b.as_ptr().cast())),
+                    as_bf16(_mm512_loadu_si512(b.as_ptr().add(16).cast())),
+                )
+            };
+            for (acc, &a) in acc.iter_mut().zip(a) {
+                let a = as_bf16(_mm512_set1_epi32(a as i32));
+                acc[0] = _mm512_dpbf16_ps(acc[0], a, b0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], a, b1);
+            }
+        }
+        let mut out = [[0f32; NR]; MR];
+        for (out, acc) in out.iter_mut().zip(acc) {
+            // SAFETY: each row of `out` holds 32 floats.
+            unsafe {
+                _mm512_storeu_ps(out.as_mut_ptr(), acc[0]);
+                _mm512_storeu_ps(out.as_mut_ptr().add(16), acc[1]);
+            }
+        }
+        out
+    }
+}
+
+/// The storage of a 2-D f32 operand with its strides.
+fn strided<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<Strided<'a>> {
+    let CpuStorage::F32(data) = s else {
+        bail!("{op}: expected f32 input");
+    };
+    let (rows, cols) = l.shape().dims2()?;
+    let stride = l.stride();
+    Strided::new(
+        &data[l.start_offset().min(data.len())..],
+        (rows, cols),
+        (stride[0], stride[1]),
+    )
+}
+
+/// `a` (m, k) · `b` (k, n) in bf16 products: the backward pass of [`Linear`].
+struct Product(Kernel);
+
+impl CustomOp2 for Product {
+    fn name(&self) -> &'static str {
+        "bertcls-bf16-product"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = strided(s1, l1, self.name())?;
+        let b = strided(s2, l2, self.name())?;
+        let mut out = vec![0f32; a.rows * b.cols];
+        gemm_add(self.0, &mut out, a, b)?;
+        Ok((CpuStorage::F32(out), Shape::from((a.rows, b.cols))))
+    }
+}
+
+/// `x W^T + b` over the last dimension of `x` (W stored (out, in)) with bf16 products, and
+/// its backward pass in bf16 products: as [`super::ops::linear`] otherwise.
+pub struct Linear(pub Kernel);
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "bertcls-bf16-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let w = f32_slice(ws, wl, self.name())?;
+        let b = f32_slice(bs, bl, self.name())?;
+        let (outputs, inputs) = wl.shape().dims2()?;
+        if xl.dims().last() != Some(&inputs) || b.len() != outputs {
+            bail!(
+                "linear: weight {:?} and bias {:?} do not fit input {:?}",
+                wl.dims(),
+                bl.dims(),
+                xl.dims()
+            );
+        }
+        let rows = x.len() / inputs.max(1);
+        let mut y = Vec::with_capacity(rows * outputs);
+        for _ in 0..rows {
+            y.extend_from_slice(b);
+        }
+        let weights = Strided::rows(w, outputs, inputs)?.t();
+        gemm_add(self.0, &mut y, Strided::rows(x, rows, inputs)?, weights)?;
+        let mut dims = xl.dims().to_vec();
+        if let Some(d) = dims.last_mut() {
+            *d = outputs;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (outputs, inputs) = w.dims2()?;
+        let rows = x.elem_count() / inputs.max(1);
+        let dy = grad.detach().contiguous()?.reshape((rows, outputs))?;
+        let x2 = x.detach().reshape((rows, inputs))?;
+        let dx = dy
+            .apply_op2_no_bwd(&w.detach(), &Product(self.0))?
+            .reshape(x.shape())?;
+        let dw = dy.t()?.apply_op2_no_bwd(&x2, &Product(self.0))?;
+        let db = column_sums(&dy)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::max_abs_diff;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        (0..len)
+            .map(|i| crate::rng::hash_uniform(seed, i as u64) * 2.0 - 1.0)
+            .collect()
+    }
+
+    fn rounded(v: &[f32]) -> Vec<f32> {
+        v.iter()
+            .map(|&x| f32::from_bits((to_bf16(x) as u32) << 16))
+            .collect()
+    }
+
+    fn get(m: &Strided, row: usize, col: usize) -> f32 {
+        m.data[row * m.row_stride + col * m.col_stride]
+    }
+
+    /// The product of the bf16-rounded operands in f64: what every kernel must give up to
+    /// the order of its f32 sums.
+    fn reference(a: &Strided, b: &Strided) -> Vec<f32> {
+        let mut out = vec![0f32; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                let round = |x: f32| f32::from_bits((to_bf16(x) as u32) << 16) as f64;
+                out[i * b.cols + j] = (0..a.cols)
+                    .map(|p| round(get(a, i, p)) * round(get(b, p, j)))
+                    .sum::<f64>() as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_native_kernel_unless_one_is_named() {
+        use Kernel::*;
+        assert_eq!(Kernel::choose(None, &[Avx512, Avx2, Portable]), Ok(Avx512));
+        let err = Kernel::choose(None, &[Avx2, Portable]).unwrap_err();
+        assert!(
+            err.contains("needs AVX512-BF16") && err.contains(KERNEL_VARIABLE),
+            "{err}"
+        );
+        assert_eq!(
+            Kernel::choose(Some("portable"), &[Avx2, Portable]),
+            Ok(Portable)
+        );
+        let err = Kernel::choose(Some("avx512bf16"), &[Avx2, Portable]).unwrap_err();
+        assert!(err.contains("it runs: avx2, portable"), "{err}");
+    }
+
+    #[test]
+    fn rounds_to_nearest_even() {
+        let bf = |x: f32| f32::from_bits((to_bf16(x) as u32) << 16);
+        assert_eq!(bf(1.0), 1.0);
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even mantissa, 1.
+        assert_eq!(bf(1.0 + 1.0 / 256.0), 1.0);
+        assert_eq!(bf(1.0 + 3.0 / 256.0), 1.0 + 4.0 / 256.0);
+        assert_eq!(bf(1.0 + 1.5 / 256.0), 1.0 + 2.0 / 256.0);
+        assert_eq!(bf(-2.5), -2.5);
+        assert!(bf(f32::NAN).is_nan());
+        assert_eq!(bf(f32::INFINITY), f32::INFINITY);
+        assert_eq!(bf(f32::MAX), f32::INFINITY);
+        assert_eq!(bf(-f32::MAX), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn every_kernel_matches_the_product_of_rounded_operands() {
+        // Shapes around the tile sizes, odd inner sizes, and operands read transposed.
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (8, 2, 32),
+            (17, 33, 65),
+            (70, 384, 40),
+        ] {
+            let a_data = values(m * k, 1);
+            let b_data = values(k * n, 2);
+            let operands = [
+                Strided::rows(&a_data, m, k).unwrap(),
+                Strided::rows(&a_data, k, m).unwrap().t(),
+            ]
+            .into_iter()
+            .flat_map(|a| {
+                [
+                    Strided::rows(&b_data, k, n).unwrap(),
+                    Strided::rows(&b_data, n, k).unwrap().t(),
+                ]
+                .map(|b| (a, b))
+            });
+            for (a, b) in operands {
+                let expected = reference(&a, &b);
+                for kernel in Kernel::available() {
+                    let mut out = vec![0.5f32; m * n];
+                    gemm_add(kernel, &mut out, a, b).unwrap();
+                    let out: Vec<f32> = out.iter().map(|v| v - 0.5).collect();
+                    let diff = max_diff(&out, &expected);
+                    assert!(
+                        diff < 1e-4 * (k as f32).sqrt(),
+                        "{kernel:?} {m}x{k}x{n}: {diff}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_product_is_close_to_f32s() {
+        // bf16 keeps 8 bits of mantissa: each product is off by at most ~2^-8 relative.
+        let (m, k, n) = (9, 384, 12);
+        let a_data = values(m * k, 3);
+        let b_data = values(k * n, 4);
+        let (a, b) = (
+            Strided::rows(&a_data, m, k).unwrap(),
+            Strided::rows(&b_data, k, n).unwrap(),
+        );
+        let mut f32_product = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                f32_product[i * n + j] = (0..k).map(|p| get(&a, i, p) * get(&b, p, j)).sum();
+            }
+        }
+        let mut out = vec![0f32; m * n];
+        gemm_add(Kernel::Portable, &mut out, a, b).unwrap();
+        let diff = max_diff(&out, &f32_product);
+        assert!(diff > 0.0 && diff < 0.05, "{diff}");
+    }
+
+    #[test]
+    fn shapes_that_do_not_fit_are_errors() {
+        let data = values(12, 5);
+        assert!(Strided::new(&data, (4, 4), (4, 1)).is_err());
+        let a = Strided::rows(&data, 3, 4).unwrap();
+        let mut out = vec![0f32; 9];
+        assert!(gemm_add(Kernel::Portable, &mut out, a, a).is_err());
+    }
+
+    #[test]
+    fn the_linear_layer_and_its_gradients_match_f32_on_rounded_inputs() {
+        let dev = Device::Cpu;
+        let (rows, inputs, outputs) = (2 * 7, 20, 9);
+        let x = Var::from_vec(values(rows * inputs, 6), (2, 7, inputs), &dev).unwrap();
+        let w = Var::from_vec(values(outputs * inputs, 7), (outputs, inputs), &dev).unwrap();
+        let b = Var::from_vec(values(outputs, 8), outputs, &dev).unwrap();
+        let upstream = Tensor::from_vec(values(rows * outputs, 9), (2, 7, outputs), &dev).unwrap();
+        for kernel in Kernel::available() {
+            let y = x.apply_op3(&w, &b, Linear(kernel)).unwrap();
+            let grads = (&y * &upstream)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            // The same in f32 on operands rounded as the kernel rounds them.
+            let round = |t: &Tensor| {
+                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                Tensor::from_vec(rounded(&v), t.shape(), &dev).unwrap()
+            };
+            let (xr, wr, ur) = (round(&x), round(&w), round(&upstream));
+            let expected = super::super::ops::linear(&xr, &wr, &b).unwrap();
+            let pairs = [
+                (y.clone(), expected),
+                (
+                    grads.get(&x).unwrap().clone(),
+                    ur.reshape((rows, outputs)).unwrap().matmul(&wr).unwrap(),
+                ),
+                (
+                    grads.get(&w).unwrap().clone(),
+                    ur.reshape((rows, outputs))
+                        .unwrap()
+                        .t()
+                        .unwrap()
+                        .matmul(&xr.reshape((rows, inputs)).unwrap())
+                        .unwrap(),
+                ),
+                (
+                    grads.get(&b).unwrap().clone(),
+                    upstream.reshape((rows, outputs)).unwrap().sum(0).unwrap(),
+                ),
+            ];
+            for (i, (got, want)) in pairs.iter().enumerate() {
+                let diff = max_abs_diff(&got.flatten_all().unwrap(), &want.flatten_all().unwrap());
+                assert!(diff < 1e-4, "{kernel:?}, output {i}: {diff}");
+            }
+        }
+    }
+}
