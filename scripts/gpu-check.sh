@@ -430,24 +430,37 @@ step_predict() {
   compare
 }
 
+# predict_each_kernel KIND VARIABLE "KERNEL..." FLAG...: SST-2 dev predicted on this machine's
+# CPU with the gpu-f32 model and FLAGs, once per kernel (VARIABLE=KERNEL), into
+# runs/KIND-KERNEL.{tsv,json,err}; lists the kernels that ran in runs/KIND-kernels, one a line.
+# A kernel this CPU does not run is logged and left out; any other failure fails the step.
+predict_each_kernel() {
+  local kind=$1 variable=$2 kernel kernels
+  read -ra kernels <<< "$3"
+  shift 3
+  : > "$OUT/runs/$kind-kernels"
+  for kernel in "${kernels[@]}"; do
+    if x env "$variable=$kernel" "$(state cpu_bin)" predict --model "$OUT/runs/gpu-f32" --device cpu "$@" \
+      --input data/sst2/dev.tsv --text-column content --output "$OUT/runs/$kind-$kernel.tsv" --batch-size 64 --json \
+      > "$OUT/runs/$kind-$kernel.json" 2> "$OUT/runs/$kind-$kernel.err"; then
+      echo "$kernel" >> "$OUT/runs/$kind-kernels"
+    elif grep -q 'not a kernel this CPU runs' "$OUT/runs/$kind-$kernel.err"; then
+      log "$kind kernel $kernel: this CPU does not run it"
+    else
+      cat "$OUT/runs/$kind-$kernel.err" >&2
+      return 1
+    fi
+  done
+}
+
 # `--quantize int8` on this machine's CPU with each kernel it runs (BERTCLS_INT8_KERNEL: vnni,
 # avx2, portable) against the portable one: the same integers, so the same bytes. A GPU
 # machine's server CPU often has AVX512-VNNI, which the development machines lack, and bertcls
 # uses its VNNI kernel only when asked until this check has passed on real hardware.
 int8_kernels() {
-  local kernel ran=()
-  for kernel in portable avx2 vnni; do
-    if BERTCLS_INT8_KERNEL=$kernel x "$(state cpu_bin)" predict --model "$OUT/runs/gpu-f32" --device cpu --quantize int8 \
-      --input data/sst2/dev.tsv --text-column content --output "$OUT/runs/int8-$kernel.tsv" --batch-size 64 --json \
-      > "$OUT/runs/int8-$kernel.json" 2> "$OUT/runs/int8-$kernel.err"; then
-      ran+=("$kernel")
-    elif grep -q 'not an int8 kernel this CPU runs' "$OUT/runs/int8-$kernel.err"; then
-      log "int8 kernel $kernel: this CPU does not run it"
-    else
-      cat "$OUT/runs/int8-$kernel.err" >&2
-      return 1
-    fi
-  done
+  local ran
+  predict_each_kernel int8 BERTCLS_INT8_KERNEL "portable avx2 vnni" --quantize int8
+  mapfile -t ran < "$OUT/runs/int8-kernels"
   python3 - "$OUT" "${ran[@]}" <<'PY'
 import json, os, sys
 out, kernels = sys.argv[1], sys.argv[2:]
@@ -468,20 +481,10 @@ PY
 # within 0.01. Where the CPU has AVX512-BF16 (development machines do not), also 40 training
 # steps on the CPU in f32 and with bf16 = true: the first measure of the native kernel's speed.
 bf16_kernels() {
-  local kernel ran=() mode bin
+  local ran mode bin
   bin=$(state cpu_bin)
-  for kernel in portable avx2 avx512bf16; do
-    if BERTCLS_BF16_KERNEL=$kernel x "$bin" predict --model "$OUT/runs/gpu-f32" --device cpu --dtype bf16 \
-      --input data/sst2/dev.tsv --text-column content --output "$OUT/runs/bf16-$kernel.tsv" --batch-size 64 --json \
-      > "$OUT/runs/bf16-$kernel.json" 2> "$OUT/runs/bf16-$kernel.err"; then
-      ran+=("$kernel")
-    elif grep -q 'not a bf16 kernel this CPU runs' "$OUT/runs/bf16-$kernel.err"; then
-      log "bf16 kernel $kernel: this CPU does not run it"
-    else
-      cat "$OUT/runs/bf16-$kernel.err" >&2
-      return 1
-    fi
-  done
+  predict_each_kernel bf16 BERTCLS_BF16_KERNEL "portable avx2 avx512bf16" --dtype bf16
+  mapfile -t ran < "$OUT/runs/bf16-kernels"
   if [[ " ${ran[*]} " == *" avx512bf16 "* ]]; then
     local args
     mapfile -t args < <(train_args)

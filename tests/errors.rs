@@ -76,7 +76,7 @@ fn config_errors() {
             .args(["train", "--config", s(&config), "--max-steps", "1"])
             .output()
             .unwrap(),
-        &["bf16 = true: BERTCLS_BF16_KERNEL=amx: not a bf16 kernel this CPU runs"],
+        &["bf16 = true: BERTCLS_BF16_KERNEL=amx: not a kernel this CPU runs"],
     );
     let config = fx.config("");
     fails_with(

@@ -9,13 +9,11 @@
 //! order of the sums, at no gain over f32, so they run only when asked for
 //! (`BERTCLS_BF16_KERNEL`): to check results on any CPU, and in the tests.
 //!
-//! Linear layers use [`Linear`] (forward and backward in bf16 products, bias and gradients in
-//! f32); everything else (layer norm, softmax, attention, loss, the optimizer) stays f32.
+//! Linear layers use [`super::ops::linear_bf16`] (forward and backward in bf16 products, bias
+//! and gradients in f32); everything else (layer norm, softmax, attention, loss, the optimizer) stays f32.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, bail};
 use rayon::prelude::*;
-
-use super::ops::{column_sums, f32_slice};
 
 /// The environment variable that picks a bf16 kernel instead of the native one.
 pub const KERNEL_VARIABLE: &str = "BERTCLS_BF16_KERNEL";
@@ -85,17 +83,7 @@ impl Kernel {
                 )
             });
         };
-        available
-            .iter()
-            .copied()
-            .find(|k| k.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
-                format!(
-                    "{KERNEL_VARIABLE}={name}: not a bf16 kernel this CPU runs (it runs: {})",
-                    names.join(", ")
-                )
-            })
+        super::kernel_named(KERNEL_VARIABLE, name, available, Self::name)
     }
 
     fn check_runs(self) -> Result<()> {
@@ -341,8 +329,9 @@ fn strided<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<Strided<'a>> {
     )
 }
 
-/// `a` (m, k) · `b` (k, n) in bf16 products: the backward pass of [`Linear`].
-struct Product(Kernel);
+/// `a` (m, k) · `b` (k, n) in bf16 products: the backward pass of
+/// [`super::ops::linear_bf16`].
+pub(super) struct Product(pub Kernel);
 
 impl CustomOp2 for Product {
     fn name(&self) -> &'static str {
@@ -364,76 +353,11 @@ impl CustomOp2 for Product {
     }
 }
 
-/// `x W^T + b` over the last dimension of `x` (W stored (out, in)) with bf16 products, and
-/// its backward pass in bf16 products: as [`super::ops::linear`] otherwise.
-pub struct Linear(pub Kernel);
-
-impl CustomOp3 for Linear {
-    fn name(&self) -> &'static str {
-        "bertcls-bf16-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(xs, xl, self.name())?;
-        let w = f32_slice(ws, wl, self.name())?;
-        let b = f32_slice(bs, bl, self.name())?;
-        let (outputs, inputs) = wl.shape().dims2()?;
-        if xl.dims().last() != Some(&inputs) || b.len() != outputs {
-            bail!(
-                "linear: weight {:?} and bias {:?} do not fit input {:?}",
-                wl.dims(),
-                bl.dims(),
-                xl.dims()
-            );
-        }
-        let rows = x.len() / inputs.max(1);
-        let mut y = Vec::with_capacity(rows * outputs);
-        for _ in 0..rows {
-            y.extend_from_slice(b);
-        }
-        let weights = Strided::rows(w, outputs, inputs)?.t();
-        gemm_add(self.0, &mut y, Strided::rows(x, rows, inputs)?, weights)?;
-        let mut dims = xl.dims().to_vec();
-        if let Some(d) = dims.last_mut() {
-            *d = outputs;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(dims)))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (outputs, inputs) = w.dims2()?;
-        let rows = x.elem_count() / inputs.max(1);
-        let dy = grad.detach().contiguous()?.reshape((rows, outputs))?;
-        let x2 = x.detach().reshape((rows, inputs))?;
-        let dx = dy
-            .apply_op2_no_bwd(&w.detach(), &Product(self.0))?
-            .reshape(x.shape())?;
-        let dw = dy.t()?.apply_op2_no_bwd(&x2, &Product(self.0))?;
-        let db = column_sums(&dy)?;
-        Ok((Some(dx), Some(dw), Some(db)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::max_abs_diff;
-    use candle_core::{Device, Var};
+    use candle_core::{Device, Tensor, Var};
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
@@ -485,7 +409,10 @@ mod tests {
             Ok(Portable)
         );
         let err = Kernel::choose(Some("avx512bf16"), &[Avx2, Portable]).unwrap_err();
-        assert!(err.contains("it runs: avx2, portable"), "{err}");
+        assert!(
+            err.contains("not a kernel this CPU runs (it runs: avx2, portable)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -583,7 +510,7 @@ mod tests {
         let b = Var::from_vec(values(outputs, 8), outputs, &dev).unwrap();
         let upstream = Tensor::from_vec(values(rows * outputs, 9), (2, 7, outputs), &dev).unwrap();
         for kernel in Kernel::available() {
-            let y = x.apply_op3(&w, &b, Linear(kernel)).unwrap();
+            let y = super::super::ops::linear_bf16(&x, &w, &b, kernel).unwrap();
             let grads = (&y * &upstream)
                 .unwrap()
                 .sum_all()

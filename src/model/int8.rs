@@ -52,18 +52,7 @@ impl Kernel {
         let Ok(name) = std::env::var(KERNEL_VARIABLE) else {
             return Ok(Self::detect());
         };
-        let available = Self::available();
-        available
-            .iter()
-            .copied()
-            .find(|k| k.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
-                format!(
-                    "{KERNEL_VARIABLE}={name}: not an int8 kernel this CPU runs (it runs: {})",
-                    names.join(", ")
-                )
-            })
+        super::kernel_named(KERNEL_VARIABLE, &name, &Self::available(), Self::name)
     }
 
     pub fn name(self) -> &'static str {

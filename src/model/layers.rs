@@ -133,8 +133,7 @@ impl Linear {
         match &self.compute {
             Compute::Int8(q) if cpu_f32 => x.contiguous()?.apply_op1_no_bwd(q),
             Compute::Bf16(kernel) if cpu_f32 => {
-                x.contiguous()?
-                    .apply_op3(&self.weight, &self.bias, bf16::Linear(*kernel))
+                ops::linear_bf16(x, &self.weight, &self.bias, *kernel)
             }
             _ => ops::linear(x, &self.weight, &self.bias),
         }

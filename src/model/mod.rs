@@ -169,6 +169,27 @@ impl SequenceClassifier {
     }
 }
 
+/// The kernel called `name` among the `available` ones (named by `name_of`), as the
+/// environment variable `variable` asks; the error lists what this CPU runs.
+fn kernel_named<K: Copy>(
+    variable: &str,
+    name: &str,
+    available: &[K],
+    name_of: fn(K) -> &'static str,
+) -> std::result::Result<K, String> {
+    available
+        .iter()
+        .copied()
+        .find(|k| name_of(*k) == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = available.iter().map(|k| name_of(*k)).collect();
+            format!(
+                "{variable}={name}: not a kernel this CPU runs (it runs: {})",
+                names.join(", ")
+            )
+        })
+}
+
 /// Mean cross-entropy of `logits` (batch, labels) against `labels` (batch) u32, computed in
 /// f32 at least.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {

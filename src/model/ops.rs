@@ -14,6 +14,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use super::bf16::{self, Strided};
 use crate::rng::hash_uniform;
 
 fn fused(x: &Tensor) -> bool {
@@ -56,13 +57,26 @@ pub(super) fn f32_slice<'a>(
 /// backward pass is two gemms and a parallel column sum.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     if fused(x) {
-        x.contiguous()?.apply_op3(w, b, Linear)
+        x.contiguous()?.apply_op3(w, b, Linear { bf16: None })
     } else {
         plain::linear(x, w, b)
     }
 }
 
-struct Linear;
+/// [`linear`] with its three products (forward and backward) on bf16-rounded operands,
+/// computed by `kernel` (see [`super::bf16`]); f32 tensors on the CPU.
+pub fn linear_bf16(x: &Tensor, w: &Tensor, b: &Tensor, kernel: bf16::Kernel) -> Result<Tensor> {
+    if !fused(x) {
+        bail!("bf16 products: expected f32 tensors on the CPU");
+    }
+    x.contiguous()?
+        .apply_op3(w, b, Linear { bf16: Some(kernel) })
+}
+
+/// The products in f32 (gemm), or in bf16 by this kernel.
+struct Linear {
+    bf16: Option<bf16::Kernel>,
+}
 
 /// `dst (m, n) += lhs (m, k) · rhs (k, n)` on f32 slices; `dst` is row-major, the inputs are
 /// given with their (row, column) strides.
@@ -119,7 +133,10 @@ fn gemm_add_f32(
 
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
-        "bertcls-linear"
+        match self.bf16 {
+            None => "bertcls-linear",
+            Some(_) => "bertcls-bf16-linear",
+        }
     }
 
     fn cpu_fwd(
@@ -149,14 +166,22 @@ impl CustomOp3 for Linear {
             y.extend_from_slice(b);
         }
         // W (out, in) read as W^T (in, out): row stride 1, column stride `inputs`.
-        gemm_add_f32(
-            (rows, outputs, inputs),
-            &mut y,
-            x,
-            (inputs, 1),
-            w,
-            (1, inputs),
-        )?;
+        match self.bf16 {
+            None => gemm_add_f32(
+                (rows, outputs, inputs),
+                &mut y,
+                x,
+                (inputs, 1),
+                w,
+                (1, inputs),
+            )?,
+            Some(kernel) => bf16::gemm_add(
+                kernel,
+                &mut y,
+                Strided::rows(x, rows, inputs)?,
+                Strided::rows(w, outputs, inputs)?.t(),
+            )?,
+        }
         let mut dims = xl.dims().to_vec();
         if let Some(d) = dims.last_mut() {
             *d = outputs;
@@ -176,15 +201,19 @@ impl CustomOp3 for Linear {
         let rows = x.elem_count() / inputs.max(1);
         let dy = grad.detach().contiguous()?.reshape((rows, outputs))?;
         let x2 = x.detach().reshape((rows, inputs))?;
-        let dx = dy.matmul(&w.detach())?.reshape(x.shape())?;
-        let dw = dy.t()?.matmul(&x2)?;
+        let product = |a: &Tensor, b: &Tensor| match self.bf16 {
+            None => a.matmul(b),
+            Some(kernel) => a.apply_op2_no_bwd(b, &bf16::Product(kernel)),
+        };
+        let dx = product(&dy, &w.detach())?.reshape(x.shape())?;
+        let dw = product(&dy.t()?, &x2)?;
         let db = column_sums(&dy)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
 /// Sums a contiguous (rows, n) f32 matrix over its rows, in parallel: the bias gradient.
-pub(super) fn column_sums(t: &Tensor) -> Result<Tensor> {
+fn column_sums(t: &Tensor) -> Result<Tensor> {
     t.apply_op1_no_bwd(&ColumnSums)
 }
 
