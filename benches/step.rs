@@ -11,8 +11,9 @@
 //! Prints the median of each phase: forward, backward, gradient accumulation, clipping,
 //! AdamW, and inference (forward without gradients) at the same shape, in f32 and with every
 //! linear layer in int8 (`--quantize int8`), and in f32 through the differentiable graph
-//! attention instead of the inference kernel, interleaved so that their ratios hold on a busy
-//! machine.
+//! attention instead of the inference kernel; and the training step's forward and backward
+//! passes with the graph attention instead of training's attention kernel; interleaved so that
+//! their ratios hold on a busy machine.
 
 use std::time::Instant;
 
@@ -125,6 +126,8 @@ fn measure(
         "inference",
         "inference int8",
         "inference, graph attention",
+        "forward + backward",
+        "forward + backward, graph attention",
     ]
     .into_iter()
     .map(|p| (p, Vec::new()))
@@ -156,9 +159,16 @@ fn measure(
         let t7 = Instant::now();
         // `eval` keeps the differentiable graph attention: the fused kernel's A/B.
         let _ = detached
-            .classify(batch, &mut ForwardMode::eval())?
+            .classify(batch, &mut ForwardMode::eval().with_graph_attention())?
             .to_vec2::<f32>()?;
         let t8 = Instant::now();
+        // Training's attention kernel's A/B: the same pass, dropout masks and backward through
+        // the graph.
+        let mut graph = ForwardMode::train(step as u64).with_graph_attention();
+        let graph_loss = cross_entropy(&trainable.model.classify(batch, &mut graph)?, labels)?;
+        let _ = graph_loss.to_scalar::<f32>()?;
+        drop(graph_loss.backward()?);
+        let t9 = Instant::now();
         if step == 0 {
             continue; // warm-up
         }
@@ -172,6 +182,8 @@ fn measure(
             t6 - t5,
             t7 - t6,
             t8 - t7,
+            t2 - t0,
+            t9 - t8,
         ];
         for ((_, v), t) in phases.iter_mut().zip(times) {
             v.push(t.as_secs_f64() * 1000.0);

@@ -339,8 +339,59 @@ fn inference_matches_the_differentiable_pass_for_every_architecture() {
         let batch = Batch::collate(&items, pad, None, classifier.device()).unwrap();
         let model = classifier.model();
         let fused = model.logits(&batch).unwrap();
-        let graph = model.classify(&batch, &mut ForwardMode::eval()).unwrap();
+        let graph = model
+            .classify(&batch, &mut ForwardMode::eval().with_graph_attention())
+            .unwrap();
         let diff = bertcls::testing::max_abs_diff(&fused, &graph);
         assert!(diff < 1e-5, "{name}: logits differ by {diff}");
+    }
+}
+
+/// Training's attention kernel gives the graph's loss and gradients, dropout included (the
+/// same masks from the same seeds), for every architecture.
+#[test]
+fn training_attention_matches_the_graph_for_every_architecture() {
+    use bertcls::infer::{Classifier, LoadOptions};
+    use bertcls::model::ForwardMode;
+    use bertcls::tokenize::{Batch, Input};
+    use bertcls::train::Trainable;
+    use candle_core::{DType, Tensor};
+
+    let texts = sentences();
+    let inputs: Vec<Input> = texts
+        .iter()
+        .map(|(text, _)| Input::new(text, Some("what a film")))
+        .collect();
+    for (name, _) in ARCHITECTURES {
+        let classifier = Classifier::load(&checkpoint(name), &LoadOptions::cpu()).unwrap();
+        let encoded = classifier.encode(&inputs).unwrap();
+        let items: Vec<_> = encoded.iter().collect();
+        let batch = Batch::collate(
+            &items,
+            classifier.tokenizer().pad_id(),
+            None,
+            classifier.device(),
+        )
+        .unwrap();
+        let model = classifier.model();
+        let tensors = model.named_tensors().into_iter().collect();
+        let trainable = Trainable::new(model.config(), model.num_labels(), &tensors).unwrap();
+        let targets = Tensor::zeros(items.len(), DType::U32, classifier.device()).unwrap();
+        let run = |mode: ForwardMode| {
+            trainable
+                .loss_and_grads(&batch, &targets, &mut { mode }, 1.0)
+                .unwrap()
+        };
+        let (loss, grads) = run(ForwardMode::train(5));
+        let (graph_loss, graph_grads) = run(ForwardMode::train(5).with_graph_attention());
+        assert!(
+            (loss - graph_loss).abs() < 1e-5,
+            "{name}: loss {loss} vs {graph_loss}"
+        );
+        for (var, param) in trainable.vars.iter().zip(&trainable.names) {
+            let (a, b) = (graph_grads.get(var).unwrap(), grads.get(var).unwrap());
+            let diff = bertcls::testing::max_abs_diff(a, b);
+            assert!(diff < 1e-5, "{name}: gradient of {param} differs by {diff}");
+        }
     }
 }

@@ -556,7 +556,7 @@ fn check_architecture(name: &str) {
     let diff = max_abs_diff(&logits, r.get("logits"));
     eprintln!("{name}: logits max |diff| {diff:e}");
     assert!(diff <= 1e-5, "{name}: logits max |diff| {diff}");
-    // Both through the differentiable graph: inference's attention kernel sums in another
+    // Both through the differentiable pass: inference's attention kernel sums in another
     // order (tests/architectures.rs compares the two).
     let full = model.model().forward(&b, &mut ForwardMode::eval()).unwrap();
     let cls_only = model

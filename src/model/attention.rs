@@ -68,25 +68,14 @@ impl CustomOp3 for Attention {
             f32_slice(ks, kl, self.name())?,
             f32_slice(vs, vl, self.name())?,
         );
-        let (batch, queries, width) = ql.shape().dims3()?;
-        let keys = kl.shape().dims3()?.1;
-        let heads = self.heads;
-        if heads == 0
-            || width % heads != 0
-            || kl.dims() != [batch, keys, width]
-            || vl.dims() != kl.dims()
-            || keys == 0
-            || self.mask.len() != batch * keys
-        {
-            bail!(
-                "attention: q {:?}, k {:?}, v {:?}, {} mask values and {heads} heads do not fit",
-                ql.dims(),
-                kl.dims(),
-                vl.dims(),
-                self.mask.len()
-            );
-        }
-        let head_dim = width / heads;
+        let Geometry {
+            batch,
+            queries,
+            keys,
+            width,
+            heads,
+            head_dim,
+        } = Geometry::new((ql, kl, vl), self.heads, self.mask.len())?;
         let mut out = vec![0f32; batch * heads * queries * head_dim];
         if out.is_empty() {
             return Ok((
@@ -116,8 +105,53 @@ impl CustomOp3 for Attention {
     }
 }
 
+/// The sizes of one attention call: q (batch, queries, width), k and v (batch, keys, width),
+/// `width` = `heads` x `head_dim`.
+pub(super) struct Geometry {
+    pub batch: usize,
+    pub queries: usize,
+    pub keys: usize,
+    pub width: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl Geometry {
+    /// The sizes of q, k and v, checked against each other, `heads` and the mask's length.
+    pub fn new(
+        (ql, kl, vl): (&Layout, &Layout, &Layout),
+        heads: usize,
+        mask: usize,
+    ) -> Result<Self> {
+        let (batch, queries, width) = ql.shape().dims3()?;
+        let keys = kl.shape().dims3()?.1;
+        if heads == 0
+            || width % heads != 0
+            || kl.dims() != [batch, keys, width]
+            || vl.dims() != kl.dims()
+            || keys == 0
+            || mask != batch * keys
+        {
+            bail!(
+                "attention: q {:?}, k {:?}, v {:?}, {mask} mask values and {heads} heads do not fit",
+                ql.dims(),
+                kl.dims(),
+                vl.dims(),
+            );
+        }
+        Ok(Self {
+            batch,
+            queries,
+            keys,
+            width,
+            heads,
+            head_dim: width / heads,
+        })
+    }
+}
+
 /// Sequence `item`'s `count` rows of `head` in `t` (batch, count, width).
-fn head_rows(
+pub(super) fn head_rows(
     t: &[f32],
     item: usize,
     head: usize,
@@ -274,7 +308,8 @@ impl Scratch {
     }
 }
 
-fn has_fma() -> bool {
+/// Whether the CPU has AVX2 and FMA.
+pub(super) fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

@@ -5,11 +5,11 @@ use anyhow::Result;
 use candle_core::{DType, Tensor};
 
 use super::architecture::{Architecture, Network, Outputs};
-use super::attention;
 use super::config::{Activation, ModelConfig};
 use super::layers::{self, ForwardMode, LayerNorm, Linear};
 use super::ops;
 use super::params::Scope;
+use super::{attention, attention_train};
 use crate::tokenize::Batch;
 
 /// The check of BERT-shaped embeddings' token types, for each architecture's `validate`.
@@ -265,8 +265,16 @@ impl Attention {
             self.value.forward(x)?,
         );
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        if mode.is_inference() && attention::fits(&q) {
-            let context = attention::context(&q, &k, &v, mask_bias, self.heads, scale)?;
+        if attention::fits(&q) && !mode.graph_attention() {
+            let context = if mode.is_inference() {
+                attention::context(&q, &k, &v, mask_bias, self.heads, scale)?
+            } else {
+                let p = self.output.attention_dropout;
+                let dropout = mode
+                    .dropout_seed(p)
+                    .map(|seed| attention_train::Dropout { p: p as f32, seed });
+                attention_train::context(&q, &k, &v, mask_bias, self.heads, scale, dropout)?
+            };
             return self.output.finish(&context, queries, mode);
         }
         let q = layers::split_heads(&q, self.heads)?;

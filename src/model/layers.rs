@@ -14,6 +14,7 @@ use super::{bf16, int8, ops};
 pub struct ForwardMode {
     train: bool,
     infer: bool,
+    graph_attention: bool,
     seed: u64,
     calls: u64,
 }
@@ -24,9 +25,26 @@ impl ForwardMode {
         Self {
             train: false,
             infer: false,
+            graph_attention: false,
             seed: 0,
             calls: 0,
         }
+    }
+
+    /// The same pass with attention composed from candle's differentiable ops (split heads,
+    /// batched products, softmax, dropout) instead of the fused CPU kernels of
+    /// [`super::attention`]: the reference they are tested and timed against.
+    pub fn with_graph_attention(self) -> Self {
+        Self {
+            graph_attention: true,
+            ..self
+        }
+    }
+
+    /// Whether attention runs as the graph of candle ops (see
+    /// [`ForwardMode::with_graph_attention`]).
+    pub fn graph_attention(&self) -> bool {
+        self.graph_attention
     }
 
     /// Inference: dropout off, and no gradient will be asked for, so kernels without a
@@ -46,19 +64,26 @@ impl ForwardMode {
     pub fn train(seed: u64) -> Self {
         Self {
             train: true,
-            infer: false,
             seed,
-            calls: 0,
+            ..Self::eval()
         }
     }
 
     pub fn dropout(&mut self, x: &Tensor, p: f64) -> candle_core::Result<Tensor> {
+        match self.dropout_seed(p) {
+            Some(seed) => ops::dropout(x, p as f32, seed),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// The seed of the next dropout of rate `p`, if it drops anything: for a kernel that
+    /// applies dropout itself, with the mask [`ops::dropout`] would draw at this point.
+    pub fn dropout_seed(&mut self, p: f64) -> Option<u64> {
         if !self.train || p <= 0.0 {
-            return Ok(x.clone());
+            return None;
         }
         self.calls += 1;
-        let seed = crate::rng::mix64(self.seed ^ crate::rng::mix64(self.calls));
-        ops::dropout(x, p as f32, seed)
+        Some(crate::rng::mix64(self.seed ^ crate::rng::mix64(self.calls)))
     }
 }
 

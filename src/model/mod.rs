@@ -4,6 +4,7 @@
 
 pub mod architecture;
 pub mod attention;
+pub mod attention_train;
 pub mod bert;
 pub mod bf16;
 pub mod config;
