@@ -242,6 +242,28 @@ fn bf16_products_training_path_tracks_f32() {
     }
 }
 
+/// A bf16 model for inference packs its weights once when it is built; a trained one packs
+/// them at every product (they change): the same logits either way.
+#[test]
+fn bf16_weights_packed_once_give_what_packing_at_each_product_gives() {
+    let (_, batch, _, params) = setup(&tiny());
+    for kernel in bf16::Kernel::available() {
+        let trainable = Trainable::new(&tiny().config(), 3, &params)
+            .unwrap()
+            .with_precision((DType::F32, Products::Bf16(kernel)))
+            .unwrap();
+        let logits = |model: &SequenceClassifier| {
+            model
+                .classify(&batch, &mut ForwardMode::eval())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+        };
+        let snapshot = trainable.model.detached().unwrap();
+        assert_eq!(logits(&trainable.model), logits(&snapshot), "{kernel:?}");
+    }
+}
+
 /// Prediction batches inputs longest first; each input must get the logits it gets when
 /// scored alone, in input order.
 #[test]

@@ -12,7 +12,7 @@
 //! Linear layers use [`super::ops::linear_bf16`] (forward and backward in bf16 products, bias
 //! and gradients in f32); everything else (layer norm, softmax, attention, loss, the optimizer) stays f32.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, bail};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 /// The environment variable that picks a bf16 kernel instead of the native one.
@@ -195,14 +195,50 @@ impl<'a> Strided<'a> {
     }
 }
 
+/// The right operand `b` (k, n) of a product, rounded to bf16 and packed: in panels of NR
+/// columns, `[panel][pair of inputs][column]`, zero-padded. A linear layer whose weights do not
+/// change (inference) packs them once; training packs them at every product.
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    data: Vec<u32>,
+}
+
+impl PackedB {
+    pub fn new(b: Strided) -> Self {
+        let (k, n) = (b.rows, b.cols);
+        let pairs = k.div_ceil(2);
+        let mut data = vec![0u32; n.div_ceil(NR) * pairs * NR];
+        let columns = b.t();
+        if pairs > 0 {
+            data.par_chunks_mut(pairs * NR)
+                .enumerate()
+                .for_each(|(panel, out)| columns.pack(panel * NR, NR, out));
+        }
+        Self { k, n, data }
+    }
+}
+
+/// A linear layer's weights `w` (out, in), read as `w`ᵀ (in, out) and packed.
+pub fn pack_weights(w: &Tensor) -> Result<PackedB> {
+    let (outputs, inputs) = w.dims2()?;
+    let values: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    Ok(PackedB::new(Strided::rows(&values, outputs, inputs)?.t()))
+}
+
 /// `dst` (m, n), row-major, += `a` (m, k) · `b` (k, n), both operands rounded to bf16.
 pub fn gemm_add(kernel: Kernel, dst: &mut [f32], a: Strided, b: Strided) -> Result<()> {
+    gemm_add_packed(kernel, dst, a, &PackedB::new(b))
+}
+
+/// [`gemm_add`] with `b` packed beforehand.
+pub fn gemm_add_packed(kernel: Kernel, dst: &mut [f32], a: Strided, b: &PackedB) -> Result<()> {
     kernel.check_runs()?;
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k || dst.len() != m * n {
+    let (m, k, n) = (a.rows, a.cols, b.n);
+    if b.k != k || dst.len() != m * n {
         bail!(
             "bf16 product: ({m} x {k}) . ({} x {n}) into {} values",
-            b.rows,
+            b.k,
             dst.len()
         );
     }
@@ -210,13 +246,6 @@ pub fn gemm_add(kernel: Kernel, dst: &mut [f32], a: Strided, b: Strided) -> Resu
         return Ok(());
     }
     let pairs = k.div_ceil(2);
-    // `b` in panels of NR columns: [panel][pair of inputs][column] (zero-padded).
-    let mut packed_b = vec![0u32; n.div_ceil(NR) * pairs * NR];
-    let columns = b.t();
-    packed_b
-        .par_chunks_mut(pairs * NR)
-        .enumerate()
-        .for_each(|(panel, out)| columns.pack(panel * NR, NR, out));
     let rows_per_task = (m.div_ceil(4 * rayon::current_num_threads()))
         .next_multiple_of(MR)
         .min(8 * MR);
@@ -231,7 +260,7 @@ pub fn gemm_add(kernel: Kernel, dst: &mut [f32], a: Strided, b: Strided) -> Resu
             for (block, out) in packed_a.chunks_exact_mut(pairs * MR).enumerate() {
                 a.pack(first + block * MR, MR, out);
             }
-            for (panel, b) in packed_b.chunks_exact(pairs * NR).enumerate() {
+            for (panel, b) in b.data.chunks_exact(pairs * NR).enumerate() {
                 for (block, a) in packed_a.chunks_exact(pairs * MR).enumerate() {
                     let sums = kernel.tile(a, b);
                     let cols = NR.min(n - panel * NR);
@@ -357,7 +386,7 @@ impl CustomOp2 for Product {
 mod tests {
     use super::*;
     use crate::testing::max_abs_diff;
-    use candle_core::{Device, Tensor, Var};
+    use candle_core::{Device, Var};
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
@@ -471,6 +500,21 @@ mod tests {
     }
 
     #[test]
+    fn packing_the_right_operand_beforehand_changes_nothing() {
+        let (m, k, n) = (13, 41, 37);
+        let (a_data, b_data) = (values(m * k, 11), values(k * n, 12));
+        let a = Strided::rows(&a_data, m, k).unwrap();
+        let b = Strided::rows(&b_data, n, k).unwrap().t();
+        let packed = PackedB::new(b);
+        for kernel in Kernel::available() {
+            let (mut once, mut each) = (vec![0f32; m * n], vec![0f32; m * n]);
+            gemm_add_packed(kernel, &mut once, a, &packed).unwrap();
+            gemm_add(kernel, &mut each, a, b).unwrap();
+            assert_eq!(once, each, "{kernel:?}");
+        }
+    }
+
+    #[test]
     fn the_product_is_close_to_f32s() {
         // bf16 keeps 8 bits of mantissa: each product is off by at most ~2^-8 relative.
         let (m, k, n) = (9, 384, 12);
@@ -510,7 +554,7 @@ mod tests {
         let b = Var::from_vec(values(outputs, 8), outputs, &dev).unwrap();
         let upstream = Tensor::from_vec(values(rows * outputs, 9), (2, 7, outputs), &dev).unwrap();
         for kernel in Kernel::available() {
-            let y = super::super::ops::linear_bf16(&x, &w, &b, kernel).unwrap();
+            let y = super::super::ops::linear_bf16(&x, (&w, None), &b, kernel).unwrap();
             let grads = (&y * &upstream)
                 .unwrap()
                 .sum_all()

@@ -2,6 +2,8 @@
 //! [`ForwardMode`]), activations and the attention mask, each loading its parameters from a
 //! [`Scope`].
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
@@ -122,7 +124,8 @@ pub struct Linear {
 /// [`Products`] with what each needs prepared at load.
 enum Compute {
     Plain,
-    Bf16(bf16::Kernel),
+    /// Weights that do not change (inference) are packed once, not at every product.
+    Bf16(bf16::Kernel, Option<Arc<bf16::PackedB>>),
     Int8(QuantizedLinear),
 }
 
@@ -143,7 +146,13 @@ impl Linear {
     fn with(s: &Scope, weight: Tensor, bias: Tensor) -> Result<Self> {
         let compute = match s.products() {
             Products::Plain => Compute::Plain,
-            Products::Bf16(kernel) => Compute::Bf16(kernel),
+            Products::Bf16(kernel) => {
+                let packed = match weight.is_variable() {
+                    true => None,
+                    false => Some(Arc::new(bf16::pack_weights(&weight)?)),
+                };
+                Compute::Bf16(kernel, packed)
+            }
             Products::Int8(kernel) => Compute::Int8(QuantizedLinear::new(&weight, &bias, kernel)?),
         };
         Ok(Self {
@@ -157,8 +166,8 @@ impl Linear {
         let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
         match &self.compute {
             Compute::Int8(q) if cpu_f32 => x.contiguous()?.apply_op1_no_bwd(q),
-            Compute::Bf16(kernel) if cpu_f32 => {
-                ops::linear_bf16(x, &self.weight, &self.bias, *kernel)
+            Compute::Bf16(kernel, packed) if cpu_f32 => {
+                ops::linear_bf16(x, (&self.weight, packed.as_ref()), &self.bias, *kernel)
             }
             _ => ops::linear(x, &self.weight, &self.bias),
         }

@@ -14,6 +14,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use std::sync::Arc;
+
 use super::bf16::{self, Strided};
 use crate::rng::hash_uniform;
 
@@ -57,25 +59,46 @@ pub(super) fn f32_slice<'a>(
 /// backward pass is two gemms and a parallel column sum.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     if fused(x) {
-        x.contiguous()?.apply_op3(w, b, Linear { bf16: None })
+        x.contiguous()?.apply_op3(
+            w,
+            b,
+            Linear {
+                bf16: None,
+                packed: None,
+            },
+        )
     } else {
         plain::linear(x, w, b)
     }
 }
 
 /// [`linear`] with its three products (forward and backward) on bf16-rounded operands,
-/// computed by `kernel` (see [`super::bf16`]); f32 tensors on the CPU.
-pub fn linear_bf16(x: &Tensor, w: &Tensor, b: &Tensor, kernel: bf16::Kernel) -> Result<Tensor> {
+/// computed by `kernel` (see [`super::bf16`]); f32 tensors on the CPU. `packed`: `w`ᵀ packed
+/// beforehand, for weights that do not change.
+pub fn linear_bf16(
+    x: &Tensor,
+    (w, packed): (&Tensor, Option<&Arc<bf16::PackedB>>),
+    b: &Tensor,
+    kernel: bf16::Kernel,
+) -> Result<Tensor> {
     if !fused(x) {
         bail!("bf16 products: expected f32 tensors on the CPU");
     }
-    x.contiguous()?
-        .apply_op3(w, b, Linear { bf16: Some(kernel) })
+    x.contiguous()?.apply_op3(
+        w,
+        b,
+        Linear {
+            bf16: Some(kernel),
+            packed: packed.cloned(),
+        },
+    )
 }
 
 /// The products in f32 (gemm), or in bf16 by this kernel.
 struct Linear {
     bf16: Option<bf16::Kernel>,
+    /// Wᵀ packed for the bf16 kernel beforehand, when the weights do not change.
+    packed: Option<Arc<bf16::PackedB>>,
 }
 
 /// `dst (m, n) += lhs (m, k) · rhs (k, n)` on f32 slices; `dst` is row-major, the inputs are
@@ -175,12 +198,16 @@ impl CustomOp3 for Linear {
                 w,
                 (1, inputs),
             )?,
-            Some(kernel) => bf16::gemm_add(
-                kernel,
-                &mut y,
-                Strided::rows(x, rows, inputs)?,
-                Strided::rows(w, outputs, inputs)?.t(),
-            )?,
+            Some(kernel) => {
+                let x = Strided::rows(x, rows, inputs)?;
+                match &self.packed {
+                    Some(packed) => bf16::gemm_add_packed(kernel, &mut y, x, packed)?,
+                    None => {
+                        let w = Strided::rows(w, outputs, inputs)?.t();
+                        bf16::gemm_add(kernel, &mut y, x, w)?
+                    }
+                }
+            }
         }
         let mut dims = xl.dims().to_vec();
         if let Some(d) = dims.last_mut() {
