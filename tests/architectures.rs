@@ -318,12 +318,9 @@ fn lower_precision_inference_tracks_f32_for_every_architecture() {
     }
 }
 
-/// Inference (`Classifier::logits`, the fused attention kernel) computes what the
-/// differentiable graph computes, for every architecture, on a padded batch.
-#[test]
-fn inference_matches_the_differentiable_pass_for_every_architecture() {
+/// `name`'s checkpoint loaded for inference, and a padded batch of sentence pairs.
+fn padded_batch(name: &str) -> (bertcls::infer::Classifier, bertcls::tokenize::Batch) {
     use bertcls::infer::{Classifier, LoadOptions};
-    use bertcls::model::ForwardMode;
     use bertcls::tokenize::{Batch, Input};
 
     let texts = sentences();
@@ -331,12 +328,22 @@ fn inference_matches_the_differentiable_pass_for_every_architecture() {
         .iter()
         .map(|(text, _)| Input::new(text, Some("what a film")))
         .collect();
+    let classifier = Classifier::load(&checkpoint(name), &LoadOptions::cpu()).unwrap();
+    let encoded = classifier.encode(&inputs).unwrap();
+    let items: Vec<_> = encoded.iter().collect();
+    let pad = classifier.tokenizer().pad_id();
+    let batch = Batch::collate(&items, pad, None, classifier.device()).unwrap();
+    (classifier, batch)
+}
+
+/// Inference (`Classifier::logits`, the fused attention kernel) computes what the
+/// differentiable graph computes, for every architecture, on a padded batch.
+#[test]
+fn inference_matches_the_differentiable_pass_for_every_architecture() {
+    use bertcls::model::ForwardMode;
+
     for (name, _) in ARCHITECTURES {
-        let classifier = Classifier::load(&checkpoint(name), &LoadOptions::cpu()).unwrap();
-        let encoded = classifier.encode(&inputs).unwrap();
-        let items: Vec<_> = encoded.iter().collect();
-        let pad = classifier.tokenizer().pad_id();
-        let batch = Batch::collate(&items, pad, None, classifier.device()).unwrap();
+        let (classifier, batch) = padded_batch(name);
         let model = classifier.model();
         let fused = model.logits(&batch).unwrap();
         let graph = model
@@ -351,32 +358,17 @@ fn inference_matches_the_differentiable_pass_for_every_architecture() {
 /// same masks from the same seeds), for every architecture.
 #[test]
 fn training_attention_matches_the_graph_for_every_architecture() {
-    use bertcls::infer::{Classifier, LoadOptions};
     use bertcls::model::ForwardMode;
-    use bertcls::tokenize::{Batch, Input};
     use bertcls::train::Trainable;
     use candle_core::{DType, Tensor};
 
-    let texts = sentences();
-    let inputs: Vec<Input> = texts
-        .iter()
-        .map(|(text, _)| Input::new(text, Some("what a film")))
-        .collect();
     for (name, _) in ARCHITECTURES {
-        let classifier = Classifier::load(&checkpoint(name), &LoadOptions::cpu()).unwrap();
-        let encoded = classifier.encode(&inputs).unwrap();
-        let items: Vec<_> = encoded.iter().collect();
-        let batch = Batch::collate(
-            &items,
-            classifier.tokenizer().pad_id(),
-            None,
-            classifier.device(),
-        )
-        .unwrap();
+        let (classifier, batch) = padded_batch(name);
         let model = classifier.model();
         let tensors = model.named_tensors().into_iter().collect();
         let trainable = Trainable::new(model.config(), model.num_labels(), &tensors).unwrap();
-        let targets = Tensor::zeros(items.len(), DType::U32, classifier.device()).unwrap();
+        let rows = batch.input_ids.dim(0).unwrap();
+        let targets = Tensor::zeros(rows, DType::U32, classifier.device()).unwrap();
         let run = |mode: ForwardMode| {
             trainable
                 .loss_and_grads(&batch, &targets, &mut { mode }, 1.0)

@@ -344,16 +344,15 @@ impl MulAdd for Separate {
     }
 }
 
+/// Inputs both attention kernels are tested with, and the graph they are tested against.
 #[cfg(test)]
-mod tests {
-    use candle_core::{Device, Tensor};
+pub(super) mod fixtures {
+    use candle_core::{DType, Device, Tensor};
 
-    use super::*;
     use crate::model::layers::{mask_bias, split_heads};
     use crate::model::ops;
-    use crate::testing::max_abs_diff;
 
-    fn randn(dims: &[usize], seed: u64) -> Tensor {
+    pub fn randn(dims: &[usize], seed: u64) -> Tensor {
         let n: usize = dims.iter().product();
         let values: Vec<f32> = (0..n as u64)
             .map(|i| crate::rng::hash_uniform(seed, i) * 4.0 - 2.0)
@@ -361,48 +360,66 @@ mod tests {
         Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
     }
 
-    /// The graph version: split heads, `q kᵀ`, the fused softmax, `probs v`.
-    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, heads: usize) -> Tensor {
-        let (q, k, v) = (
-            split_heads(q, heads).unwrap(),
-            split_heads(k, heads).unwrap(),
-            split_heads(v, heads).unwrap(),
-        );
-        let scores = q.matmul(&k.t().unwrap()).unwrap();
-        let scale = 1.0 / ((q.dim(3).unwrap()) as f64).sqrt();
-        ops::attention_softmax(&scores, bias, scale)
-            .unwrap()
-            .matmul(&v)
-            .unwrap()
+    /// (batch, queries, keys, heads, head_dim): queries = 1 is the last layer's
+    /// first-token-only pass; head_dim 5 leaves remainders in every vector loop.
+    pub const CASES: [(usize, usize, usize, usize, usize); 4] = [
+        (3, 7, 7, 2, 8),
+        (2, 1, 9, 3, 5),
+        (4, 14, 14, 12, 32),
+        (1, 3, 3, 1, 1),
+    ];
+
+    /// The additive mask of `batch` sequences of `keys` tokens, every one but the first
+    /// ending in padding.
+    pub fn padded_bias(batch: usize, keys: usize) -> Tensor {
+        let mask: Vec<u32> = (0..batch * keys)
+            .map(|x| u32::from(x % keys < keys - x / keys))
+            .collect();
+        let mask = Tensor::from_vec(mask, (batch, keys), &Device::Cpu).unwrap();
+        mask_bias(&mask, DType::F32).unwrap()
     }
+
+    /// The graph: split heads, `q kᵀ`, the fused softmax, dropout (rate, seed) when given,
+    /// `probs v`.
+    pub fn graph(
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        bias: &Tensor,
+        heads: usize,
+        dropout: Option<(f32, u64)>,
+    ) -> Tensor {
+        let split = |t: &Tensor| split_heads(t, heads).unwrap();
+        let (q, k, v) = (split(q), split(k), split(v));
+        let scale = 1.0 / (q.dim(3).unwrap() as f64).sqrt();
+        let scores = q.matmul(&k.t().unwrap()).unwrap();
+        let mut probs = ops::attention_softmax(&scores, bias, scale).unwrap();
+        if let Some((p, seed)) = dropout {
+            probs = ops::dropout(&probs, p, seed).unwrap();
+        }
+        probs.matmul(&v).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::fixtures::{CASES, graph, padded_bias, randn};
+    use super::*;
+    use crate::model::layers::mask_bias;
+    use crate::testing::max_abs_diff;
 
     #[test]
     fn matches_the_graph_version() {
-        // (batch, queries, keys, heads, head_dim): queries = 1 is the last layer's
-        // first-token-only pass; head_dim 5 leaves remainders in every vector loop.
-        for (i, &(batch, queries, keys, heads, head_dim)) in [
-            (3, 7, 7, 2, 8),
-            (2, 1, 9, 3, 5),
-            (4, 16, 16, 12, 32),
-            (1, 3, 3, 1, 1),
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (i, &(batch, queries, keys, heads, head_dim)) in CASES.iter().enumerate() {
             let width = heads * head_dim;
             let seed = 10 * i as u64;
             let q = randn(&[batch, queries, width], seed);
             let k = randn(&[batch, keys, width], seed + 1);
             let v = randn(&[batch, keys, width], seed + 2);
-            // Every sequence but the first has padding at its end.
-            let mask: Vec<u32> = (0..batch * keys)
-                .map(|x| u32::from(x % keys < keys - x / keys))
-                .collect();
-            let mask = Tensor::from_vec(mask, (batch, keys), &Device::Cpu).unwrap();
-            let bias = mask_bias(&mask, DType::F32).unwrap();
+            let bias = padded_bias(batch, keys);
             let scale = 1.0 / (head_dim as f64).sqrt();
             let fused = context(&q, &k, &v, &bias, heads, scale).unwrap();
-            let expected = reference(&q, &k, &v, &bias, heads);
+            let expected = graph((&q, &k, &v), &bias, heads, None);
             assert_eq!(fused.dims(), expected.dims());
             let diff = max_abs_diff(&fused, &expected);
             assert!(diff < 1e-5, "case {i}: largest difference {diff}");

@@ -436,60 +436,22 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
-    use crate::model::layers::{ForwardMode, mask_bias, split_heads};
-    use crate::model::ops;
+    use crate::model::attention::fixtures::{CASES, graph, padded_bias, randn};
+    use crate::model::layers::{ForwardMode, mask_bias};
     use crate::testing::max_abs_diff;
-
-    fn randn(dims: &[usize], seed: u64) -> Tensor {
-        let n: usize = dims.iter().product();
-        let values: Vec<f32> = (0..n as u64)
-            .map(|i| hash_uniform(seed, i) * 4.0 - 2.0)
-            .collect();
-        Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
-    }
-
-    /// The graph: split heads, `q kᵀ`, the fused softmax, dropout, `probs v`.
-    fn graph(
-        (q, k, v): (&Tensor, &Tensor, &Tensor),
-        bias: &Tensor,
-        heads: usize,
-        dropout: Option<Dropout>,
-    ) -> Tensor {
-        let split = |t: &Tensor| split_heads(t, heads).unwrap();
-        let (q, k, v) = (split(q), split(k), split(v));
-        let scale = 1.0 / (q.dim(3).unwrap() as f64).sqrt();
-        let scores = q.matmul(&k.t().unwrap()).unwrap();
-        let mut probs = ops::attention_softmax(&scores, bias, scale).unwrap();
-        if let Some(Dropout { p, seed }) = dropout {
-            probs = ops::dropout(&probs, p, seed).unwrap();
-        }
-        probs.matmul(&v).unwrap()
-    }
 
     /// Forward values and the gradients of q, k and v against the graph's, with and without
     /// dropout, with padding, one query (the last layer's first-token pass) and odd sizes.
     #[test]
     fn matches_the_graph_forward_and_backward() {
-        for (i, &(batch, queries, keys, heads, head_dim)) in [
-            (3, 7, 7, 2, 8),
-            (2, 1, 9, 3, 5),
-            (4, 14, 14, 12, 32),
-            (1, 3, 3, 1, 1),
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (i, &(batch, queries, keys, heads, head_dim)) in CASES.iter().enumerate() {
             let width = heads * head_dim;
             let seed = 10 * i as u64;
             let vars: Vec<Var> = [(queries, seed), (keys, seed + 1), (keys, seed + 2)]
                 .iter()
                 .map(|&(rows, s)| Var::from_tensor(&randn(&[batch, rows, width], s)).unwrap())
                 .collect();
-            let mask: Vec<u32> = (0..batch * keys)
-                .map(|x| u32::from(x % keys < keys - x / keys))
-                .collect();
-            let mask = Tensor::from_vec(mask, (batch, keys), &Device::Cpu).unwrap();
-            let bias = mask_bias(&mask, DType::F32).unwrap();
+            let bias = padded_bias(batch, keys);
             let upstream = randn(&[batch, heads, queries, head_dim], seed + 3);
             let scale = 1.0 / (head_dim as f64).sqrt();
             for dropout in [None, Some(Dropout { p: 0.3, seed: 7 })] {
@@ -499,7 +461,7 @@ mod tests {
                     vars[2].as_tensor(),
                 );
                 let fused = context(qkv.0, qkv.1, qkv.2, &bias, heads, scale, dropout).unwrap();
-                let expected = graph(qkv, &bias, heads, dropout);
+                let expected = graph(qkv, &bias, heads, dropout.map(|d| (d.p, d.seed)));
                 let diff = max_abs_diff(&fused, &expected);
                 assert!(
                     diff < 1e-5,
