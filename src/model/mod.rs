@@ -79,10 +79,6 @@ impl SequenceClassifier {
         self.rebuilt(|t| Ok(t.clone()), products)
     }
 
-    pub fn products(&self) -> Products {
-        self.products
-    }
-
     /// Builds the model from a complete set of named parameters. The tensors are used as they
     /// are: pass `Var`s' tensors to train, plain tensors for inference.
     pub fn from_tensors(
