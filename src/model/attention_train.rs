@@ -261,14 +261,14 @@ impl Attention {
     /// One pair's context into `out`.
     #[inline(always)]
     fn forward_task(&self, t: Task, head: &mut Head, out: &mut [f32]) {
-        self.prepare(t.g, t.qkv, t.task, head);
+        self.prepare(t, head);
         head.context(out);
     }
 
     /// One pair's gradients into `grads`.
     #[inline(always)]
     fn backward_task(&self, t: Task, head: &mut Head, d_out: &[f32], grads: &mut HeadGrads) {
-        self.prepare(t.g, t.qkv, t.task, head);
+        self.prepare(t, head);
         head.backward(d_out, self.scale, grads);
     }
 
@@ -298,7 +298,7 @@ impl Attention {
 
     /// Loads pair `task` (sequence-major) and computes its probabilities.
     #[inline(always)]
-    fn prepare(&self, g: &Geometry, qkv: (&[f32], &[f32], &[f32]), task: usize, head: &mut Head) {
+    fn prepare(&self, Task { g, qkv, task }: Task, head: &mut Head) {
         let item = task / g.heads;
         head.load(g, qkv, item, task % g.heads);
         let mask = &self.mask[item * g.keys..][..g.keys];

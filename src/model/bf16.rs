@@ -15,6 +15,9 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+pub use super::ops::Strided;
+use super::ops::product_shape;
+
 /// The environment variable that picks a bf16 kernel instead of the native one.
 pub const KERNEL_VARIABLE: &str = "BERTCLS_BF16_KERNEL";
 
@@ -133,50 +136,7 @@ fn high(p: u32) -> f32 {
     f32::from_bits(p & 0xffff_0000)
 }
 
-/// A (rows, cols) f32 matrix read through strides, every element of it in bounds.
-#[derive(Clone, Copy)]
-pub struct Strided<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Strided<'a> {
-    pub fn new(
-        data: &'a [f32],
-        (rows, cols): (usize, usize),
-        (row_stride, col_stride): (usize, usize),
-    ) -> Result<Self> {
-        if rows > 0 && cols > 0 && data.len() <= (rows - 1) * row_stride + (cols - 1) * col_stride {
-            bail!("bf16 product: a ({rows} x {cols}) operand reaches past its storage");
-        }
-        Ok(Self {
-            data,
-            rows,
-            cols,
-            row_stride,
-            col_stride,
-        })
-    }
-
-    /// A row-major matrix.
-    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
-        Self::new(data, (rows, cols), (cols, 1))
-    }
-
-    /// The matrix read transposed.
-    pub fn t(self) -> Self {
-        Self {
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
-    }
-
+impl Strided<'_> {
     /// Packs rows `first..first + width` (zero past the last row) into `out`, zeroed:
     /// `out[p * width + i]` holds columns `2p` and `2p + 1` of row `first + i` (zero past
     /// the last column). Both operands are packed this way, `b` read transposed.
@@ -234,14 +194,7 @@ pub fn gemm_add(kernel: Kernel, dst: &mut [f32], a: Strided, b: Strided) -> Resu
 /// [`gemm_add`] with `b` packed beforehand.
 pub fn gemm_add_packed(kernel: Kernel, dst: &mut [f32], a: Strided, b: &PackedB) -> Result<()> {
     kernel.check_runs()?;
-    let (m, k, n) = (a.rows, a.cols, b.n);
-    if b.k != k || dst.len() != m * n {
-        bail!(
-            "bf16 product: ({m} x {k}) . ({} x {n}) into {} values",
-            b.k,
-            dst.len()
-        );
-    }
+    let (m, k, n) = product_shape(dst.len(), &a, (b.k, b.n))?;
     if m == 0 || n == 0 || k == 0 {
         return Ok(());
     }

@@ -104,7 +104,7 @@ pub enum Products {
 }
 
 impl Products {
-    /// What a person reads: `f32`, `bf16 (avx512bf16 kernel)`, ...
+    /// What a person reads: `the weights' dtype`, `bf16 (avx512bf16 kernel)`, ...
     pub fn describe(self) -> String {
         match self {
             Products::Plain => "the weights' dtype".to_string(),

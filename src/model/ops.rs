@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use std::sync::Arc;
 
-use super::bf16::{self, Strided};
+use super::bf16;
 use crate::rng::hash_uniform;
 
 fn fused(x: &Tensor) -> bool {
@@ -101,33 +101,78 @@ struct Linear {
     packed: Option<Arc<bf16::PackedB>>,
 }
 
-/// `dst (m, n) += lhs (m, k) · rhs (k, n)` on f32 slices; `dst` is row-major, the inputs are
-/// given with their (row, column) strides.
-fn gemm_add_f32(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-) -> Result<()> {
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
-        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs + 1
-    };
-    if dst.len() < m * n
-        || lhs.len() < last(m, k, lhs_rs, lhs_cs)
-        || rhs.len() < last(k, n, rhs_rs, rhs_cs)
-    {
-        bail!("gemm: operands too small for ({m} x {k}) . ({k} x {n})");
+/// A (rows, cols) f32 matrix read through strides, every element of it in bounds: an operand
+/// of the f32 and bf16 products.
+#[derive(Clone, Copy)]
+pub struct Strided<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) row_stride: usize,
+    pub(super) col_stride: usize,
+}
+
+impl<'a> Strided<'a> {
+    pub fn new(
+        data: &'a [f32],
+        (rows, cols): (usize, usize),
+        (row_stride, col_stride): (usize, usize),
+    ) -> Result<Self> {
+        if rows > 0 && cols > 0 && data.len() <= (rows - 1) * row_stride + (cols - 1) * col_stride {
+            bail!("product: a ({rows} x {cols}) operand reaches past its storage");
+        }
+        Ok(Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        })
     }
+
+    /// A row-major matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+        Self::new(data, (rows, cols), (cols, 1))
+    }
+
+    /// The matrix read transposed.
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// (m, k, n) of `dst` (m, n) += `a` (m, k) · b, `b` of shape (k, n), or an error naming the
+/// shapes that do not fit.
+pub(super) fn product_shape(
+    dst: usize,
+    a: &Strided,
+    (b_rows, n): (usize, usize),
+) -> Result<(usize, usize, usize)> {
+    let (m, k) = (a.rows, a.cols);
+    if b_rows != k || dst != m * n {
+        bail!("product: ({m} x {k}) . ({b_rows} x {n}) into {dst} values");
+    }
+    Ok((m, k, n))
+}
+
+/// `dst` (m, n), row-major, += `lhs` (m, k) · `rhs` (k, n), in f32 by the `gemm` crate.
+fn gemm_add_f32(dst: &mut [f32], lhs: Strided, rhs: Strided) -> Result<()> {
+    let (m, k, n) = product_shape(dst.len(), &lhs, (rhs.rows, rhs.cols))?;
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the bounds checked above cover every element the strides address, and `dst`
-    // is borrowed mutably, so it aliases neither input.
+    // SAFETY: `Strided::new` checked that every element the strides address is in bounds,
+    // `product_shape` that `dst` holds m x n, and `dst` is borrowed mutably, so it aliases
+    // neither input.
     unsafe {
         gemm::gemm(
             m,
@@ -137,12 +182,12 @@ fn gemm_add_f32(
             1,
             n as isize,
             true,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
             1.0,
             1.0,
             false,
@@ -188,26 +233,13 @@ impl CustomOp3 for Linear {
         for _ in 0..rows {
             y.extend_from_slice(b);
         }
-        // W (out, in) read as W^T (in, out): row stride 1, column stride `inputs`.
-        match self.bf16 {
-            None => gemm_add_f32(
-                (rows, outputs, inputs),
-                &mut y,
-                x,
-                (inputs, 1),
-                w,
-                (1, inputs),
-            )?,
-            Some(kernel) => {
-                let x = Strided::rows(x, rows, inputs)?;
-                match &self.packed {
-                    Some(packed) => bf16::gemm_add_packed(kernel, &mut y, x, packed)?,
-                    None => {
-                        let w = Strided::rows(w, outputs, inputs)?.t();
-                        bf16::gemm_add(kernel, &mut y, x, w)?
-                    }
-                }
-            }
+        let x = Strided::rows(x, rows, inputs)?;
+        // W (out, in) read as W^T (in, out).
+        let w = Strided::rows(w, outputs, inputs)?.t();
+        match (self.bf16, &self.packed) {
+            (None, _) => gemm_add_f32(&mut y, x, w)?,
+            (Some(kernel), Some(packed)) => bf16::gemm_add_packed(kernel, &mut y, x, packed)?,
+            (Some(kernel), None) => bf16::gemm_add(kernel, &mut y, x, w)?,
         }
         let mut dims = xl.dims().to_vec();
         if let Some(d) = dims.last_mut() {
