@@ -22,6 +22,12 @@
 #   --full-suite       also run the whole test suite in the CUDA build (`cargo test --features cuda`)
 #   --cpu-train        also train the same recipe on the CPU and compare it with the GPU model
 #   --no-reference     skip the PyTorch reference
+#   --cpu-compare      also the SST-2 8k recipe (configs/sentiment.toml as it is) on two CPU cores:
+#                      bertcls f32 and bf16 = true against PyTorch fp32 and bf16 autocast, grouped
+#                      batches; then SST-2 dev predicted by bertcls fp32, bf16, int8 and PyTorch
+#                      eager (ONNX Runtime fp32 and int8 where the reference Python has it), model
+#                      time: issue 14's CPU bars on a CPU with AVX512-BF16 and VNNI
+#   --max-steps N      stop each GPU training run after N steps (a quick check of the GPU path)
 #   --epochs N         num_train_epochs (default: the config's, 1)
 #   --set KEY=VALUE    one more override for every training run (repeatable)
 #   --out DIR          where results go (default target/gpu-check; relative to the repository)
@@ -36,11 +42,12 @@
 #   CUDA_COMPUTE_CAP      kernels' compute capability (default: the GPU's; 80 for a 9.x GPU when
 #                         nvcc is older than CUDA 12, which cannot target compute_90a)
 #   REFERENCE_PYTHON      python with torch + transformers (default: scripts/reference/setup.sh)
+#   CPU_COMPARE_ROWS      --cpu-compare trains on this many SST-2 rows instead of the recipe's 8,000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
-UNTIL_GPU=0 FULL_SUITE=0 CPU_TRAIN=0 REFERENCE=1 EPOCHS="" OUT=target/gpu-check
+UNTIL_GPU=0 FULL_SUITE=0 CPU_TRAIN=0 CPU_COMPARE=0 REFERENCE=1 EPOCHS="" GPU_MAX_STEPS="" OUT=target/gpu-check
 EXTRA_SETS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,10 +55,12 @@ while [ $# -gt 0 ]; do
     --full-suite) FULL_SUITE=1 ;;
     --cpu-train) CPU_TRAIN=1 ;;
     --no-reference) REFERENCE=0 ;;
+    --cpu-compare) CPU_COMPARE=1 ;;
+    --max-steps) GPU_MAX_STEPS=${2:?--max-steps needs a number}; shift ;;
     --epochs) EPOCHS=${2:?--epochs needs a number}; shift ;;
     --set) EXTRA_SETS+=("${2:?--set needs KEY=VALUE}"); shift ;;
     --out) OUT=${2:?--out needs a folder}; shift ;;
-    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument \`$1\` (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -195,6 +204,16 @@ for name, k in results.get("int8_kernels", {}).items():
         md += ["", "`--quantize int8` on this machine's CPU, {} kernel: predictions {} the portable kernel's ({} against {} examples/s).".format(
             name, "byte for byte" if k["same_bytes_as_portable"] else "NOT",
             fmt(k["model_examples_per_second"], ".0f"), fmt(results["int8_kernels"]["portable"]["model_examples_per_second"], ".0f"))]
+cc = results.get("cpu_compare")
+if cc:
+    md += ["", f"Two CPU cores ({cc['cpus']}), SST-2 8k recipe, seed 42, grouped batches (--cpu-compare):", "",
+           "| training | s | dev acc | peak RSS MB |", "|---|---|---|---|"]
+    for name, r in cc["training_sst2_8k_seed_42"].items():
+        md.append(f"| {name} | {fmt(r['seconds'], '.1f')} | {fmt(r['dev_accuracy'])} | {fmt(r.get('peak_rss_mb'), '.0f')} |")
+    md += ["", "| SST-2 dev prediction, batches of 64 | model examples/s | examples/s | dev acc | labels as bertcls f32 |", "|---|---|---|---|---|"]
+    for name, r in cc["prediction_sst2_dev"].items():
+        md.append(f"| {name} | {fmt(r['model_examples_per_second'], '.0f')} | {fmt(r['examples_per_second'], '.0f')} | {fmt(r['dev_accuracy'])} | {fmt(r['labels_as_bertcls_f32'], '.2%')} |")
+    md += [""] + [f"- {k}: {fmt(v, '.2f')}x" for k, v in cc["ratios"].items()]
 pp = results.get("compare", {}).get("pytorch_predicts_bertcls_f32_model_on_gpu")
 if pp:
     md += ["", "PyTorch predicting SST-2 dev on the GPU with bertcls' f32 model: {} same labels as bertcls on the GPU, {} examples/s.".format(
@@ -398,6 +417,7 @@ train_gpu() {  # NAME SET...
   local name=$1 args
   shift
   mapfile -t args < <(train_args)
+  [ -n "$GPU_MAX_STEPS" ] && args+=(--max-steps "$GPU_MAX_STEPS")
   x "$CUDA_BIN" "${args[@]}" --device cuda "$@" --output-dir "$OUT/runs/$name"
   cp "$OUT/runs/$name/all_results.json" "$OUT/results/train_$name.json"
 }
@@ -546,6 +566,134 @@ step_reference() {
   compare
 }
 
+# Two logical CPUs on different physical cores, from the end of the ones this process may use
+# (CPU 0 takes the machine's interrupts): a 2-core machine like the issue's, on a bigger one.
+two_cores() {
+  python3 - <<'PY'
+import os
+seen, picked = set(), []
+for cpu in sorted(os.sched_getaffinity(0), reverse=True):
+    topo = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+    try:
+        core = (open(f"{topo}/physical_package_id").read().strip(), open(f"{topo}/core_id").read().strip())
+    except OSError:
+        core = cpu
+    if core not in seen:
+        seen.add(core)
+        picked.append(cpu)
+    if len(picked) == 2:
+        break
+print(",".join(map(str, sorted(picked))))
+PY
+}
+
+# --cpu-compare: issue 14's CPU bars where the CPU has what the issue's machine had (AVX512-BF16,
+# VNNI): the SST-2 8k recipe on two cores, bertcls against PyTorch on the same grouped batches,
+# bf16 pair first (the one no development machine can run), then each engine predicting SST-2
+# dev with bertcls' f32 model, batches of 64 sorted by length, model time.
+step_cpu_compare() {
+  local cpus py bin base dtype flags
+  cpus=$(two_cores)
+  bin=$(state cpu_bin)
+  base=$(state base_model)
+  py=$(reference_python)
+  [ -n "$py" ] || py=$(x bash scripts/reference/setup.sh)
+  log "two threads, on CPUs $cpus"
+  local on=(taskset -c "$cpus") rows=() train_rows=()
+  if [ -n "${CPU_COMPARE_ROWS:-}" ]; then
+    rows=(--set "max_train_samples=$CPU_COMPARE_ROWS")
+    train_rows=(--train-rows "$CPU_COMPARE_ROWS")
+  fi
+  for dtype in bf16 f32; do
+    x "${on[@]}" "$bin" train --config "$CONFIG" --overwrite-output-dir --seed 42 --device cpu \
+      --set "model_name_or_path=\"$base\"" --set 'save_strategy="no"' ${rows[@]+"${rows[@]}"} \
+      --set "bf16=$([ "$dtype" = bf16 ] && echo true || echo false)" --output-dir "$OUT/runs/cpu2-bertcls-$dtype"
+    flags=(--group-by-length)
+    [ "$dtype" = bf16 ] && flags+=(--bf16)
+    x "${on[@]}" "$py" scripts/reference/sst2_pytorch.py train "$base" --seed 42 "${flags[@]}" ${train_rows[@]+"${train_rows[@]}"} \
+      > "$OUT/runs/cpu2-pytorch-$dtype.json"
+  done
+  local model=$OUT/runs/cpu2-bertcls-f32 engine
+  cpu2_predict() {  # NAME ENV... -- FLAGS...
+    local name=$1 envs=()
+    shift
+    while [ "$1" != -- ]; do envs+=("$1"); shift; done
+    shift
+    x env ${envs[@]+"${envs[@]}"} "${on[@]}" "$bin" predict --model "$model" --device cpu "$@" \
+      --input data/sst2/dev.tsv --text-column content --batch-size 64 \
+      --output "$OUT/runs/cpu2-predict-$name.tsv" --json > "$OUT/runs/cpu2-predict-$name.json"
+  }
+  cpu2_predict bertcls-f32 --
+  cpu2_predict bertcls-bf16 -- --dtype bf16
+  cpu2_predict bertcls-int8 -- --quantize int8
+  cpu2_predict bertcls-int8-vnni BERTCLS_INT8_KERNEL=vnni -- --quantize int8 || log "the VNNI int8 kernel did not run"
+  local torch_predict=("${on[@]}" "$py" scripts/reference/sst2_pytorch.py predict "$model" --input data/sst2/dev.tsv
+    --text-column content --batch-size 64)
+  x "${torch_predict[@]}" --engine torch --output "$OUT/runs/cpu2-predict-torch.tsv" > "$OUT/runs/cpu2-predict-torch.json"
+  ort_predict() {
+    x "${on[@]}" "$py" scripts/reference/sst2_pytorch.py export "$model" "$OUT/runs/cpu2-onnx" > "$OUT/runs/cpu2-export.json"
+    for engine in model model.int8; do
+      x "${torch_predict[@]}" --engine onnx --onnx "$OUT/runs/cpu2-onnx/$engine.onnx" \
+        --output "$OUT/runs/cpu2-predict-ort-$engine.tsv" > "$OUT/runs/cpu2-predict-ort-$engine.json" || return 1
+    done
+  }
+  if ! "$py" -c 'import onnx, onnxruntime, onnxscript' 2>/dev/null; then
+    log "no onnx, onnxruntime and onnxscript in $py: ONNX Runtime not compared"
+  elif ! ort_predict; then
+    log "the ONNX Runtime side failed: not compared"
+  fi
+  python3 - "$OUT" "$cpus" <<'PY'
+import csv, json, os, sys
+out, cpus = sys.argv[1], sys.argv[2]
+runs = os.path.join(out, "runs")
+truth = [int(r["label"]) for r in csv.DictReader(open("data/sst2/dev.tsv", newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)]
+def load(name):
+    try:
+        return json.load(open(os.path.join(runs, name)))
+    except (OSError, ValueError):
+        return None  # not run, or failed before it printed its JSON
+def labels(name, column, quoting):
+    path = os.path.join(runs, f"cpu2-predict-{name}.tsv")
+    if not os.path.exists(path):
+        return None
+    got = [r[column] for r in csv.DictReader(open(path, newline=""), delimiter="\t", quoting=quoting)]
+    assert len(got) == len(truth), f"{path}: {len(got)} predictions for {len(truth)} dev rows"
+    return [int(l) for l in got]
+training = {}
+for dtype in ("f32", "bf16"):
+    ours = load(f"cpu2-bertcls-{dtype}/all_results.json")
+    if ours:
+        training[f"bertcls {dtype}"] = {"seconds": ours["train_runtime"], "dev_accuracy": ours.get("eval_accuracy"), "peak_rss_mb": ours.get("peak_rss_mb")}
+    theirs = load(f"cpu2-pytorch-{dtype}.json")
+    if theirs:
+        training["PyTorch " + ("bf16 autocast" if dtype == "bf16" else "fp32") + ", grouped"] = {
+            "seconds": theirs["train_seconds"], "dev_accuracy": theirs["dev_accuracy"], "peak_rss_mb": theirs.get("peak_rss_mb")}
+prediction = {}
+reference = labels("bertcls-f32", "predicted_label", csv.QUOTE_MINIMAL)
+for name, column, quoting in (("bertcls-f32", "predicted_label", csv.QUOTE_MINIMAL), ("bertcls-bf16", "predicted_label", csv.QUOTE_MINIMAL),
+                              ("bertcls-int8", "predicted_label", csv.QUOTE_MINIMAL), ("bertcls-int8-vnni", "predicted_label", csv.QUOTE_MINIMAL),
+                              ("torch", "label", csv.QUOTE_NONE), ("ort-model", "label", csv.QUOTE_NONE), ("ort-model.int8", "label", csv.QUOTE_NONE)):
+    r, got = load(f"cpu2-predict-{name}.json"), labels(name, column, quoting)
+    if r is None or got is None:
+        continue
+    prediction[name] = {"model_examples_per_second": r.get("model_examples_per_second"), "examples_per_second": r.get("examples_per_second"),
+                        "dev_accuracy": sum(a == b for a, b in zip(got, truth)) / len(truth),
+                        "labels_as_bertcls_f32": sum(a == b for a, b in zip(got, reference)) / len(truth) if reference else None}
+result = {"cpus": cpus, "training_sst2_8k_seed_42": training, "prediction_sst2_dev": prediction}
+def ratio(a, b, key):
+    return a[key] / b[key] if a and b and a.get(key) and b.get(key) else None
+result["ratios"] = {
+    "training_bertcls_bf16_vs_pytorch_bf16_autocast_speed": ratio(training.get("PyTorch bf16 autocast, grouped"), training.get("bertcls bf16"), "seconds"),
+    "training_bertcls_f32_vs_pytorch_fp32_speed": ratio(training.get("PyTorch fp32, grouped"), training.get("bertcls f32"), "seconds"),
+    "predict_bertcls_f32_vs_ort_fp32": ratio(prediction.get("bertcls-f32"), prediction.get("ort-model"), "model_examples_per_second"),
+    "predict_bertcls_int8_vs_ort_int8": ratio(prediction.get("bertcls-int8"), prediction.get("ort-model.int8"), "model_examples_per_second"),
+    "predict_bertcls_int8_vnni_vs_ort_int8": ratio(prediction.get("bertcls-int8-vnni"), prediction.get("ort-model.int8"), "model_examples_per_second"),
+}
+json.dump(result, open(os.path.join(out, "results", "cpu_compare.json"), "w"), indent=2)
+print(json.dumps(result, indent=1))
+PY
+}
+
 # Accuracy and label agreement of every run so far, into results/compare.json.
 compare() {
   python3 - "$OUT" <<'PY'
@@ -639,6 +787,7 @@ GPU_STEPS=(
 )
 [ "$CPU_TRAIN" = 1 ] && GPU_STEPS+=("train_cpu_f32|train the same recipe on the CPU, f32")
 GPU_STEPS+=("predict|predict SST-2 dev with each model on the GPU and on the CPU; accuracy and agreement")
+[ "$CPU_COMPARE" = 1 ] && GPU_STEPS+=("cpu_compare|SST-2 8k recipe and SST-2 dev prediction on two CPU cores: bertcls f32, bf16, int8 against PyTorch and ONNX Runtime")
 [ "$REFERENCE" = 1 ] && GPU_STEPS+=("reference_gpu|PyTorch reference on the GPU (f32, bf16 autocast, prediction), if torch sees CUDA")
 
 if [ "$UNTIL_GPU" = 1 ]; then
@@ -663,6 +812,7 @@ run_step train_gpu_f32 "$(desc train_gpu_f32)" step_train_f32 cuda_build cpu_smo
 run_step train_gpu_bf16 "$(desc train_gpu_bf16)" step_train_bf16 cuda_build cpu_smoke
 [ "$CPU_TRAIN" = 1 ] && run_step train_cpu_f32 "$(desc train_cpu_f32)" step_train_cpu cpu_smoke
 run_step predict "$(desc predict)" step_predict cuda_build
+[ "$CPU_COMPARE" = 1 ] && run_step cpu_compare "$(desc cpu_compare)" step_cpu_compare base_model
 [ "$REFERENCE" = 1 ] && run_step reference_gpu "$(desc reference_gpu)" step_reference base_model
 if [ "$FAILED" = 0 ]; then log "OK: every step passed"; else log "FAILED: see the steps marked FAILED above"; fi
 exit "$FAILED"
