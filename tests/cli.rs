@@ -610,7 +610,7 @@ fn bf16_on_the_cpu_trains_and_predicts() {
         fails_with(
             run(&eval, None),
             &[
-                "--dtype bf16: bf16 on the CPU needs AVX512-BF16",
+                "--dtype bf16: bf16 on the CPU needs AMX or AVX512-BF16",
                 "BERTCLS_BF16_KERNEL",
             ],
         );

@@ -4,7 +4,9 @@
 //! Both operands are rounded to bf16 (to nearest, ties to even) as they are packed; a product
 //! of two bf16 numbers is exact in f32 and the sums are f32, which is what AVX512-BF16's
 //! `vdpbf16ps` computes and what PyTorch's CPU autocast does for `linear`. Where the CPU has
-//! AVX512-BF16 one instruction does 32 such products (twice f32's rate). Elsewhere the same
+//! AMX (Sapphire Rapids and later), one `tdpbf16ps` multiplies a 16 x 32 tile by a 32 x 16 one
+//! (8,192 products); with AVX512-BF16 alone one `vdpbf16ps` does 32, which on the one such CPU
+//! measured (a Sapphire Rapids Xeon) was no faster than f32's fused multiply-adds. Elsewhere the same
 //! packed operands are multiplied in f32 (the emulating kernels): the same numbers up to the
 //! order of the sums, at no gain over f32, so they run only when asked for
 //! (`BERTCLS_BF16_KERNEL`): to check results on any CPU, and in the tests.
@@ -29,6 +31,8 @@ const NR: usize = 32;
 /// Which kernel computes the products; all round the operands alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
+    /// AMX `tdpbf16ps` on 16 x 16 tiles of f32 sums.
+    Amx,
     /// AVX512-BF16 `vdpbf16ps`: two bf16 products and their sum per f32 lane.
     Avx512,
     /// The bf16 operands widened to f32 and multiplied with AVX2 (emulation).
@@ -40,6 +44,7 @@ pub enum Kernel {
 impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
+            Kernel::Amx => "amx",
             Kernel::Avx512 => "avx512bf16",
             Kernel::Avx2 => "avx2",
             Kernel::Portable => "portable",
@@ -52,6 +57,9 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
+            if amx::usable() {
+                kernels.push(Kernel::Amx);
+            }
             if has!("avx512f") && has!("avx512bf16") {
                 kernels.push(Kernel::Avx512);
             }
@@ -65,12 +73,12 @@ impl Kernel {
 
     /// Whether this kernel multiplies in bf16 in hardware (and so is worth running).
     pub fn is_native(self) -> bool {
-        self == Kernel::Avx512
+        matches!(self, Kernel::Amx | Kernel::Avx512)
     }
 
-    /// The kernel named by `BERTCLS_BF16_KERNEL` (avx512bf16, avx2 or portable), else the
-    /// native one. On a CPU without AVX512-BF16 and without the variable this is an error
-    /// that says why: bf16 there would be slower than f32, not faster.
+    /// The kernel named by `BERTCLS_BF16_KERNEL` (amx, avx512bf16, avx2 or portable), else the
+    /// fastest native one. On a CPU without AMX or AVX512-BF16 and without the variable this is
+    /// an error that says why: bf16 there would be slower than f32, not faster.
     pub fn from_env() -> std::result::Result<Self, String> {
         let name = std::env::var(KERNEL_VARIABLE).ok();
         Self::choose(name.as_deref(), &Self::available())
@@ -79,12 +87,17 @@ impl Kernel {
     /// The kernel called `name` among `available`, else the native one.
     fn choose(name: Option<&str>, available: &[Self]) -> std::result::Result<Self, String> {
         let Some(name) = name else {
-            return available.iter().copied().find(|k| k.is_native()).ok_or_else(|| {
-                format!(
-                    "bf16 on the CPU needs AVX512-BF16, which this CPU lacks (emulated, bf16 is \
-                     slower than f32): use f32, or set {KERNEL_VARIABLE}=portable to emulate it"
-                )
-            });
+            return available
+                .iter()
+                .copied()
+                .find(|k| k.is_native())
+                .ok_or_else(|| {
+                    format!(
+                        "bf16 on the CPU needs AMX or AVX512-BF16, which this CPU lacks (emulated, \
+                     bf16 is slower than f32): use f32, or set {KERNEL_VARIABLE}=portable to \
+                     emulate it"
+                    )
+                });
         };
         super::kernel_named(KERNEL_VARIABLE, name, available, Self::name)
     }
@@ -153,29 +166,64 @@ impl Strided<'_> {
             }
         }
     }
+
+    /// Rows `first..first + count` as rows of `row_words` pairs (columns `2p`, `2p + 1` in
+    /// word `p`) into `out`, zeroed: the operand layout of an AMX tile.
+    #[cfg(target_arch = "x86_64")]
+    fn pack_rows(&self, first: usize, count: usize, row_words: usize, out: &mut [u32]) {
+        let cs = self.col_stride;
+        for (i, out) in out
+            .chunks_exact_mut(row_words)
+            .take(count.min(self.rows.saturating_sub(first)))
+            .enumerate()
+        {
+            let row = &self.data[(first + i) * self.row_stride..];
+            for (p, word) in out.iter_mut().take(self.cols / 2).enumerate() {
+                *word = pair(row[2 * p * cs], row[(2 * p + 1) * cs]);
+            }
+            if self.cols % 2 == 1 {
+                out[self.cols / 2] = pair(row[(self.cols - 1) * cs], 0.0);
+            }
+        }
+    }
 }
 
+/// Pairs of inputs a panel of [`PackedB`] holds are a multiple of this: the rows of an AMX tile.
+const PANEL_PAIRS: usize = 16;
+
 /// The right operand `b` (k, n) of a product, rounded to bf16 and packed: in panels of NR
-/// columns, `[panel][pair of inputs][column]`, zero-padded. A linear layer whose weights do not
-/// change (inference) packs them once; training packs them at every product.
+/// columns, `[panel][pair of inputs][column]`, zero-padded (pairs to a multiple of
+/// `PANEL_PAIRS`). A linear layer whose weights do not change (inference) packs them once;
+/// training packs them at every product.
 pub struct PackedB {
     k: usize,
     n: usize,
+    /// Pairs of inputs per panel, padding included.
+    panel_pairs: usize,
     data: Vec<u32>,
 }
 
 impl PackedB {
     pub fn new(b: Strided) -> Self {
         let (k, n) = (b.rows, b.cols);
-        let pairs = k.div_ceil(2);
-        let mut data = vec![0u32; n.div_ceil(NR) * pairs * NR];
+        let panel_pairs = k.div_ceil(2).next_multiple_of(PANEL_PAIRS);
+        let mut data = vec![0u32; n.div_ceil(NR) * panel_pairs * NR];
         let columns = b.t();
-        if pairs > 0 {
-            data.par_chunks_mut(pairs * NR)
+        if panel_pairs > 0 {
+            data.par_chunks_mut(panel_pairs * NR)
                 .enumerate()
                 .for_each(|(panel, out)| columns.pack(panel * NR, NR, out));
         }
-        Self { k, n, data }
+        Self {
+            k,
+            n,
+            panel_pairs,
+            data,
+        }
+    }
+
+    fn panels(&self) -> std::slice::ChunksExact<'_, u32> {
+        self.data.chunks_exact(self.panel_pairs * NR)
     }
 }
 
@@ -199,21 +247,32 @@ pub fn gemm_add_packed(kernel: Kernel, dst: &mut [f32], a: Strided, b: &PackedB)
         return Ok(());
     }
     let pairs = k.div_ceil(2);
+    let block = if kernel == Kernel::Amx {
+        2 * PANEL_PAIRS
+    } else {
+        MR
+    };
     let rows_per_task = (m.div_ceil(4 * rayon::current_num_threads()))
-        .next_multiple_of(MR)
+        .next_multiple_of(block)
         .min(8 * MR);
     dst.par_chunks_mut(rows_per_task * n)
         .enumerate()
         .for_each_init(Vec::new, |packed_a, (task, dst)| {
             let first = task * rows_per_task;
             let rows = dst.len() / n;
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Amx {
+                // SAFETY: `check_runs` passed, so this CPU and process may use AMX.
+                unsafe { amx::add_rows(dst, n, a, first, b, packed_a) };
+                return;
+            }
             // This task's rows of `a` in blocks of MR: [block][pair of inputs][row].
             packed_a.clear();
             packed_a.resize(rows.div_ceil(MR) * pairs * MR, 0u32);
             for (block, out) in packed_a.chunks_exact_mut(pairs * MR).enumerate() {
                 a.pack(first + block * MR, MR, out);
             }
-            for (panel, b) in b.data.chunks_exact(pairs * NR).enumerate() {
+            for (panel, b) in b.panels().enumerate() {
                 for (block, a) in packed_a.chunks_exact(pairs * MR).enumerate() {
                     let sums = kernel.tile(a, b);
                     let cols = NR.min(n - panel * NR);
@@ -294,6 +353,152 @@ mod x86 {
             }
         }
         out
+    }
+}
+
+/// The AMX kernel: C (32 x 32 f32 sums, four tiles) += A (32 rows x 16 pairs, two tiles) ·
+/// B (16 pairs x 32 columns, two tiles), 16 pairs at a time. The tile registers live in the
+/// thread's state between `asm!` blocks: nothing else in this process uses them, and each
+/// task configures them first and releases them last.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::{NR, PANEL_PAIRS, PackedB, Strided};
+    use std::arch::asm;
+    use std::sync::OnceLock;
+
+    /// Rows of A and C a task block holds: two tiles of 16.
+    const BLOCK_ROWS: usize = 2 * TILE_ROWS;
+    const TILE_ROWS: usize = 16;
+
+    /// Whether this CPU has AMX-TILE and AMX-BF16 (CPUID leaf 7) and Linux lets this process
+    /// use tile data, which it must ask for once (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+    /// XFEATURE_XTILEDATA)`; before Linux 5.16 the call fails and AMX stays off).
+    pub fn usable() -> bool {
+        static USABLE: OnceLock<bool> = OnceLock::new();
+        *USABLE.get_or_init(|| {
+            // An absent leaf 7 reads as zeros: AMX absent.
+            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+            let has = |bit: u32| leaf7.edx >> bit & 1 == 1;
+            if !(has(22) && has(24)) {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a request for a permission; it reads and writes no memory of ours.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                ) == 0
+            }
+        })
+    }
+
+    /// `ldtilecfg`'s operand: palette 1, tiles 0 to 7 each 16 rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+
+    impl Config {
+        fn new() -> Self {
+            let mut c = [0u8; 64];
+            c[0] = 1;
+            for tile in 0..8 {
+                c[16 + 2 * tile..18 + 2 * tile].copy_from_slice(&64u16.to_le_bytes());
+                c[48 + tile] = TILE_ROWS as u8;
+            }
+            Self(c)
+        }
+    }
+
+    /// `dst` (the rows from `first` of the product, `n` columns) += `a`'s rows · `b`.
+    ///
+    /// # Safety
+    /// [`usable`] must have returned true.
+    pub unsafe fn add_rows(
+        dst: &mut [f32],
+        n: usize,
+        a: Strided,
+        first: usize,
+        b: &PackedB,
+        packed_a: &mut Vec<u32>,
+    ) {
+        let rows = dst.len() / n;
+        let row_words = b.panel_pairs;
+        let blocks = rows.div_ceil(BLOCK_ROWS);
+        packed_a.clear();
+        packed_a.resize(blocks * BLOCK_ROWS * row_words, 0);
+        a.pack_rows(first, rows, row_words, packed_a);
+        let config = Config::new();
+        let mut sums = [[0f32; NR]; BLOCK_ROWS];
+        let (a_stride, b_stride) = (row_words * 4, NR * 4);
+        // SAFETY: the configuration is valid for palette 1 (AMX is usable, so palette 1 exists).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly)) };
+        for (panel, b) in b.panels().enumerate() {
+            let cols = NR.min(n - panel * NR);
+            for block in 0..blocks {
+                let a_block = &packed_a[block * BLOCK_ROWS * row_words..][..BLOCK_ROWS * row_words];
+                // SAFETY: tiles 0 to 3 are configured; zeroing reads no memory.
+                unsafe {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    )
+                };
+                for chunk in 0..row_words / PANEL_PAIRS {
+                    let a0 = a_block[chunk * PANEL_PAIRS..].as_ptr();
+                    let a1 = a_block[TILE_ROWS * row_words + chunk * PANEL_PAIRS..].as_ptr();
+                    let b0 = b[chunk * PANEL_PAIRS * NR..].as_ptr();
+                    let b1 = b[chunk * PANEL_PAIRS * NR + NR / 2..].as_ptr();
+                    // SAFETY: each tile load reads 16 rows of 64 bytes at its stride: rows
+                    // `16 * chunk..` of 16 pairs of the block's 32 rows of A (`row_words`, a
+                    // multiple of 16, per row), and pairs `16 * chunk..+16` of the panel's 16
+                    // left or right columns (rows of 32 words); all inside the slices.
+                    unsafe {
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {sa}*1]",
+                            "tileloadd tmm5, [{a1} + {sa}*1]",
+                            "tileloadd tmm6, [{b0} + {sb}*1]",
+                            "tileloadd tmm7, [{b1} + {sb}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            "tdpbf16ps tmm2, tmm5, tmm6",
+                            "tdpbf16ps tmm3, tmm5, tmm7",
+                            a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                            sa = in(reg) a_stride, sb = in(reg) b_stride,
+                            options(nostack, readonly)
+                        )
+                    };
+                }
+                let out = sums.as_mut_ptr().cast::<f32>();
+                // SAFETY: `sums` holds 32 rows of 32 floats (128 bytes): each store writes 16
+                // rows of 64 bytes, at column 0 or 16 of row 0 or 16.
+                unsafe {
+                    asm!(
+                        "tilestored [{c0} + {sc}*1], tmm0",
+                        "tilestored [{c1} + {sc}*1], tmm1",
+                        "tilestored [{c2} + {sc}*1], tmm2",
+                        "tilestored [{c3} + {sc}*1], tmm3",
+                        c0 = in(reg) out, c1 = in(reg) out.add(NR / 2),
+                        c2 = in(reg) out.add(TILE_ROWS * NR), c3 = in(reg) out.add(TILE_ROWS * NR + NR / 2),
+                        sc = in(reg) NR * 4,
+                        options(nostack)
+                    )
+                };
+                for (r, sums) in sums.iter().enumerate().take(rows - block * BLOCK_ROWS) {
+                    let at = (block * BLOCK_ROWS + r) * n + panel * NR;
+                    dst[at..at + cols]
+                        .iter_mut()
+                        .zip(sums)
+                        .for_each(|(d, s)| *d += s);
+                }
+            }
+        }
+        // SAFETY: gives the tile state back; no tile is used after it.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 }
 
@@ -380,10 +585,14 @@ mod tests {
     #[test]
     fn the_native_kernel_unless_one_is_named() {
         use Kernel::*;
+        assert_eq!(
+            Kernel::choose(None, &[Amx, Avx512, Avx2, Portable]),
+            Ok(Amx)
+        );
         assert_eq!(Kernel::choose(None, &[Avx512, Avx2, Portable]), Ok(Avx512));
         let err = Kernel::choose(None, &[Avx2, Portable]).unwrap_err();
         assert!(
-            err.contains("needs AVX512-BF16") && err.contains(KERNEL_VARIABLE),
+            err.contains("needs AMX or AVX512-BF16") && err.contains(KERNEL_VARIABLE),
             "{err}"
         );
         assert_eq!(
