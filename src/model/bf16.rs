@@ -154,15 +154,35 @@ impl Strided<'_> {
     /// `out[p * width + i]` holds columns `2p` and `2p + 1` of row `first + i` (zero past
     /// the last column). Both operands are packed this way, `b` read transposed.
     fn pack(&self, first: usize, width: usize, out: &mut [u32]) {
-        let cs = self.col_stride;
-        let whole = self.cols / 2;
-        for i in 0..width.min(self.rows.saturating_sub(first)) {
-            let row = &self.data[(first + i) * self.row_stride..];
-            for p in 0..whole {
-                out[p * width + i] = pair(row[2 * p * cs], row[(2 * p + 1) * cs]);
+        let rows = width.min(self.rows.saturating_sub(first));
+        if rows == 0 {
+            return;
+        }
+        let (rs, cs) = (self.row_stride, self.col_stride);
+        let data = &self.data[first * rs..];
+        let pairs = self.cols.div_ceil(2);
+        // Whichever way the operand lies, read it in runs of consecutive numbers, which
+        // convert in vector registers: a row at a time when its columns are consecutive (the
+        // words then scatter `width` apart, within a block that stays in L1), else a pair of
+        // columns at a time (the words are then consecutive too).
+        if cs == 1 {
+            let mut words = [0u32; 64];
+            for i in 0..rows {
+                let row = &data[i * rs..][..self.cols];
+                for (chunk, row) in row.chunks(2 * words.len()).enumerate() {
+                    let n = row.len().div_ceil(2);
+                    row_words(row, &mut words[..n]);
+                    let at = chunk * words.len();
+                    for (p, &w) in words[..n].iter().enumerate() {
+                        out[(at + p) * width + i] = w;
+                    }
+                }
             }
-            if self.cols % 2 == 1 {
-                out[whole * width + i] = pair(row[(self.cols - 1) * cs], 0.0);
+        } else {
+            for p in 0..pairs {
+                let out = &mut out[p * width..][..rows];
+                let hi = (2 * p + 1 < self.cols).then_some((2 * p + 1) * cs);
+                column_words(data, rs, 2 * p * cs, hi, out);
             }
         }
     }
@@ -170,21 +190,66 @@ impl Strided<'_> {
     /// Rows `first..first + count` as rows of `row_words` pairs (columns `2p`, `2p + 1` in
     /// word `p`) into `out`, zeroed: the operand layout of an AMX tile.
     #[cfg(target_arch = "x86_64")]
-    fn pack_rows(&self, first: usize, count: usize, row_words: usize, out: &mut [u32]) {
-        let cs = self.col_stride;
-        for (i, out) in out
-            .chunks_exact_mut(row_words)
-            .take(count.min(self.rows.saturating_sub(first)))
-            .enumerate()
-        {
-            let row = &self.data[(first + i) * self.row_stride..];
-            for (p, word) in out.iter_mut().take(self.cols / 2).enumerate() {
-                *word = pair(row[2 * p * cs], row[(2 * p + 1) * cs]);
+    fn pack_rows(&self, first: usize, count: usize, words: usize, out: &mut [u32]) {
+        let rows = count.min(self.rows.saturating_sub(first));
+        if rows == 0 {
+            return;
+        }
+        let (rs, cs) = (self.row_stride, self.col_stride);
+        let data = &self.data[first * rs..];
+        if cs == 1 {
+            for (i, out) in out.chunks_exact_mut(words).take(rows).enumerate() {
+                row_words(
+                    &data[i * rs..][..self.cols],
+                    &mut out[..self.cols.div_ceil(2)],
+                );
             }
-            if self.cols % 2 == 1 {
-                out[self.cols / 2] = pair(row[(self.cols - 1) * cs], 0.0);
+            return;
+        }
+        // Rows close in memory, columns far apart: read down the columns, as `pack` does.
+        let mut column = vec![0u32; rows];
+        for p in 0..self.cols.div_ceil(2) {
+            let hi = (2 * p + 1 < self.cols).then_some((2 * p + 1) * cs);
+            column_words(data, rs, 2 * p * cs, hi, &mut column);
+            for (i, &w) in column.iter().enumerate() {
+                out[i * words + p] = w;
             }
         }
+    }
+}
+
+/// `out[i]` = the pair of `data[i * rs + lo]` and `data[i * rs + hi]` (zero without `hi`):
+/// two columns of an operand. Consecutive rows (`rs` = 1) convert in vector registers.
+fn column_words(data: &[f32], rs: usize, lo: usize, hi: Option<usize>, out: &mut [u32]) {
+    let rows = out.len();
+    match (rs, hi) {
+        (1, Some(hi)) => {
+            let (lo, hi) = (&data[lo..][..rows], &data[hi..][..rows]);
+            for ((o, &l), &h) in out.iter_mut().zip(lo).zip(hi) {
+                *o = pair(l, h);
+            }
+        }
+        (1, None) => {
+            for (o, &l) in out.iter_mut().zip(&data[lo..][..rows]) {
+                *o = pair(l, 0.0);
+            }
+        }
+        _ => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = pair(data[i * rs + lo], hi.map_or(0.0, |hi| data[i * rs + hi]));
+            }
+        }
+    }
+}
+
+/// `out[p]` = the pair of `row[2p]` and `row[2p + 1]` (zero past the end).
+fn row_words(row: &[f32], out: &mut [u32]) {
+    let (whole, rest) = row.as_chunks::<2>();
+    for (o, &[lo, hi]) in out.iter_mut().zip(whole) {
+        *o = pair(lo, hi);
+    }
+    if let [last] = rest {
+        out[whole.len()] = pair(*last, 0.0);
     }
 }
 
@@ -658,6 +723,34 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The AMX kernel's operand layout, which only a CPU with AMX multiplies, checked here on
+    /// any CPU: rows of pairs, zero past the last column, from operands lying either way.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn rows_pack_into_pairs_whichever_way_the_operand_lies() {
+        let (m, k, words) = (5, 7, 16);
+        let data = values(m * k, 21);
+        for a in [
+            Strided::rows(&data, m, k).unwrap(),
+            Strided::rows(&data, k, m).unwrap().t(),
+        ] {
+            let mut out = vec![u32::MAX; 4 * words];
+            out[..3 * words].fill(0);
+            a.pack_rows(1, 3, words, &mut out[..3 * words]);
+            for i in 0..3 {
+                for p in 0..words {
+                    let at = |c: usize| if c < k { get(&a, 1 + i, c) } else { 0.0 };
+                    assert_eq!(
+                        out[i * words + p],
+                        pair(at(2 * p), at(2 * p + 1)),
+                        "row {i}, pair {p}"
+                    );
+                }
+            }
+            assert!(out[3 * words..].iter().all(|&w| w == u32::MAX));
         }
     }
 
