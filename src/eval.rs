@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use indicatif::ProgressBar;
 
-use crate::data::{self, Columns, Format, Row};
+use crate::data::{self, Columns, Format, LabelSet, Row};
 use crate::infer::{Batching, Classifier};
 use crate::interrupt;
 use crate::metrics::Report;
 use crate::task::multi_label::{self, MultiLabelReport};
 use crate::task::regression::RegressionReport;
-use crate::task::{Evaluation, Task, single_label_report};
+use crate::task::targets::{LabelColumn, targets};
+use crate::task::{Evaluation, ProblemType, Targets, Task, single_label_report};
 use crate::tokenize::Input;
 
 pub struct EvalOptions {
@@ -56,22 +57,11 @@ pub fn evaluate_regression_file(
         );
     }
     let rows = read_rows(opts)?;
-    let column = opts.columns.label.as_deref().unwrap_or("label");
-    let truth = rows
-        .iter()
-        .map(|row| {
-            let cell = row.label.as_deref().unwrap_or("");
-            match cell.trim().parse::<f64>() {
-                Ok(v) if v.is_finite() => Ok(v),
-                _ => bail!(
-                    "{}:{}: column `{column}` holds `{cell}`, not a number (the model is a \
-                     regression)",
-                    opts.data.display(),
-                    row.line
-                ),
-            }
-        })
-        .collect::<Result<Vec<f64>>>()?;
+    let Targets::Values(truth) = gold(ProblemType::Regression, &rows, classifier.labels(), opts)?
+    else {
+        unreachable!("regression targets are values")
+    };
+    let truth: Vec<f64> = truth.into_iter().map(f64::from).collect();
     let inputs: Vec<Input> = rows.iter().map(Input::from).collect();
     let predicted: Vec<f64> = score(classifier, &inputs, opts.batching)?
         .iter()
@@ -94,20 +84,11 @@ pub fn evaluate_multi_label_file(
     };
     let rows = read_rows(opts)?;
     let labels = classifier.labels().with_default_names_as_ids();
-    let column = opts.columns.label.as_deref().unwrap_or("label");
-    let truth = rows
-        .iter()
-        .map(|row| {
-            let cell = row.label.as_deref().unwrap_or("");
-            multi_label::parse_cell(cell, &opts.label_delimiter, &labels).map_err(|why| {
-                anyhow::anyhow!(
-                    "{}:{}: column `{column}`: {why}",
-                    opts.data.display(),
-                    row.line
-                )
-            })
-        })
-        .collect::<Result<Vec<Vec<bool>>>>()?;
+    let Targets::LabelSets(truth) =
+        gold(ProblemType::MultiLabelClassification, &rows, &labels, opts)?
+    else {
+        unreachable!("multi-label targets are label sets")
+    };
     let inputs: Vec<Input> = rows.iter().map(Input::from).collect();
     let logits = score(classifier, &inputs, opts.batching)?;
     Ok(multi_label::evaluate(
@@ -152,6 +133,22 @@ fn wrong_task(classifier: &Classifier, wanted: &str) -> anyhow::Error {
         classifier.dir().display(),
         classifier.task().problem_type()
     )
+}
+
+/// The gold targets of `rows`, read and checked as training reads its own (errors name the
+/// file, line and column).
+fn gold(
+    problem: ProblemType,
+    rows: &[Row],
+    labels: &LabelSet,
+    opts: &EvalOptions,
+) -> Result<Targets> {
+    let column = LabelColumn {
+        file: &opts.data,
+        column: opts.columns.label.as_deref().unwrap_or("label"),
+        delimiter: &opts.label_delimiter,
+    };
+    Ok(targets(problem, rows, labels, &column)?)
 }
 
 fn read_rows(opts: &EvalOptions) -> Result<Vec<Row>> {

@@ -232,7 +232,10 @@ fn eval_of_a_regression_measures_its_errors_and_correlations() {
     std::fs::write(&data, "score,text\n4.5,good\nhigh,bad\n").unwrap();
     fails_with(
         eval(&data),
-        &["scored.csv:3", "column `score` holds `high`, not a number"],
+        &[
+            "scored.csv:3",
+            "column `score` holds `high`, not a finite number",
+        ],
     );
 }
 
@@ -298,7 +301,7 @@ fn eval_of_a_multi_label_model_reads_lists_and_delimited_cells() {
         eval(&csv, &["--label-delimiter", "|"]),
         &[
             "labelled.csv:3: column `labels`",
-            "`fear` is not one of the model's labels",
+            "label `fear` was not seen in training (known labels: joy, anger, love)",
         ],
     );
 }
