@@ -10,9 +10,8 @@ use super::charts::{self, GroupedBars, Heatmap, Scatter};
 use super::html::{self, Figure, Page, Section, Table};
 use super::{memory, seconds};
 use crate::metrics::{ClassReport, Report};
-use crate::task::Evaluation;
 use crate::task::multi_label::MultiLabelReport;
-use crate::task::regression::RegressionReport;
+use crate::task::{BestMetric, Evaluation};
 use crate::terminal::printable;
 
 /// What `eval --report` says about the evaluation besides its metrics.
@@ -32,45 +31,18 @@ pub fn write_evaluation(
     report: &Evaluation,
     points: &[(f64, f64)],
 ) -> Result<()> {
-    match report {
-        Evaluation::SingleLabel(r) => write_eval(path, info, r),
-        Evaluation::MultiLabel(r) => write_eval_multi_label(path, info, r),
-        Evaluation::Regression(r) => write_eval_regression(path, info, r, points),
-    }
-}
-
-/// The evaluation charts of a single-label `report`.
-fn write_eval(path: &Path, info: &EvalInfo, report: &Report) -> Result<()> {
-    let (figures, tables) = evaluation_figures(report, "")?;
-    let results = metrics_section("Results", report);
-    write_page(path, info, report.examples, results, figures, tables)
-}
-
-/// The page of a multi-label model: its metrics, and precision, recall and F1 per label with
-/// support, as bars and as a table.
-fn write_eval_multi_label(path: &Path, info: &EvalInfo, report: &MultiLabelReport) -> Result<()> {
-    let results = multi_label_section("Results", report);
-    let (figure, table) = per_label_figure(report, "")?;
-    write_page(
-        path,
-        info,
-        report.examples,
-        results,
-        vec![figure],
-        vec![table],
-    )
-}
-
-fn multi_label_section(title: &str, report: &MultiLabelReport) -> Section {
-    let metrics = [
-        ("micro F1", report.micro_f1),
-        ("macro F1", report.macro_f1),
-        ("weighted F1", report.weighted_f1),
-        ("samples F1", report.samples_f1),
-        ("subset accuracy", report.subset_accuracy),
-        ("Hamming loss", report.hamming_loss),
-    ];
-    results_section(title, &metrics, report.loss, report.examples)
+    let results = results_section("Results", report);
+    let (figures, tables) = match report {
+        Evaluation::SingleLabel(r) => evaluation_figures(r, "")?,
+        // Precision, recall and F1 per label with support, as bars and as a table.
+        Evaluation::MultiLabel(r) => {
+            let (figure, table) = per_label_figure(r, "")?;
+            (vec![figure], vec![table])
+        }
+        // The predictions against the gold values.
+        Evaluation::Regression(_) => (vec![scatter_figure(points, "")?], vec![]),
+    };
+    write_page(path, info, report.examples(), results, figures, tables)
 }
 
 fn per_label_figure(report: &MultiLabelReport, whose: &str) -> Result<(Figure, Table)> {
@@ -81,36 +53,24 @@ fn per_label_figure(report: &MultiLabelReport, whose: &str) -> Result<(Figure, T
     )
 }
 
-fn regression_section(title: &str, report: &RegressionReport) -> Section {
-    let metrics = [
-        ("Pearson", report.pearson),
-        ("Spearman", report.spearman),
-        ("R²", report.r2),
-        ("MSE", report.mse),
-        ("RMSE", report.rmse),
-        ("MAE", report.mae),
-    ];
-    results_section(title, &metrics, None, report.examples)
-}
-
 /// The section, charts and tables of the kept model's validation in a training report, with a
 /// regression's predictions against gold when the trainer kept them.
 pub(super) fn best_model_parts(
     report: &Evaluation,
     predictions: Option<&[(f32, f32)]>,
 ) -> Result<(Section, Vec<Figure>, Vec<Table>)> {
-    let title = "Best model on validation";
+    let section = results_section("Best model on validation", report);
     let whose = "best model: ";
     Ok(match report {
         Evaluation::SingleLabel(r) => {
             let (figures, tables) = evaluation_figures(r, whose)?;
-            (metrics_section(title, r), figures, tables)
+            (section, figures, tables)
         }
         Evaluation::MultiLabel(r) => {
             let (figure, table) = per_label_figure(r, whose)?;
-            (multi_label_section(title, r), vec![figure], vec![table])
+            (section, vec![figure], vec![table])
         }
-        Evaluation::Regression(r) => {
+        Evaluation::Regression(_) => {
             let points: Vec<(f64, f64)> = predictions
                 .unwrap_or_default()
                 .iter()
@@ -121,22 +81,9 @@ pub(super) fn best_model_parts(
             } else {
                 vec![scatter_figure(&points, whose)?]
             };
-            (regression_section(title, r), figures, vec![])
+            (section, figures, vec![])
         }
     })
-}
-
-/// The page of a regression: its metrics, and the predictions against the gold values
-/// (`points`: gold, predicted).
-fn write_eval_regression(
-    path: &Path,
-    info: &EvalInfo,
-    report: &RegressionReport,
-    points: &[(f64, f64)],
-) -> Result<()> {
-    let results = regression_section("Results", report);
-    let figure = scatter_figure(points, "")?;
-    write_page(path, info, report.examples, results, vec![figure], vec![])
 }
 
 fn scatter_figure(points: &[(f64, f64)], whose: &str) -> Result<Figure> {
@@ -196,30 +143,19 @@ fn write_page(
     crate::atomic::write(path, html::render(&page).as_bytes())
 }
 
-pub(super) fn metrics_section(title: &str, report: &Report) -> Section {
-    let metrics = [
-        ("accuracy", report.accuracy),
-        ("macro F1", report.macro_f1),
-        ("weighted F1", report.weighted_f1),
-    ];
-    results_section(title, &metrics, report.loss, report.examples)
-}
-
-/// A section of metrics to 4 decimals, then the loss when there is one, then the examples.
-fn results_section(
-    title: &str,
-    metrics: &[(&str, f64)],
-    loss: Option<f64>,
-    examples: usize,
-) -> Section {
+/// A section of the task's metrics to 4 decimals (those of [`Evaluation::values`]), then the
+/// loss when there is one, then the examples.
+fn results_section(title: &str, report: &Evaluation) -> Section {
+    let (loss, metrics): (Vec<_>, Vec<_>) = report
+        .values()
+        .into_iter()
+        .partition(|(metric, _)| *metric == BestMetric::Loss);
     let mut rows: Vec<(String, String)> = metrics
-        .iter()
-        .map(|(k, v)| (k.to_string(), format!("{v:.4}")))
+        .into_iter()
+        .chain(loss)
+        .map(|(metric, v)| (metric.label().to_string(), format!("{v:.4}")))
         .collect();
-    if let Some(loss) = loss {
-        rows.push(("loss".into(), format!("{loss:.4}")));
-    }
-    rows.push(("examples".into(), examples.to_string()));
+    rows.push(("examples".into(), report.examples().to_string()));
     Section {
         title: title.into(),
         rows,
