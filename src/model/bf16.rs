@@ -339,19 +339,23 @@ pub fn gemm_add_packed(kernel: Kernel, dst: &mut [f32], a: Strided, b: &PackedB)
             }
             for (panel, b) in b.panels().enumerate() {
                 for (block, a) in packed_a.chunks_exact(pairs * MR).enumerate() {
-                    let sums = kernel.tile(a, b);
-                    let cols = NR.min(n - panel * NR);
-                    for (r, sums) in sums.iter().enumerate().take(rows - block * MR) {
-                        let at = (block * MR + r) * n + panel * NR;
-                        dst[at..at + cols]
-                            .iter_mut()
-                            .zip(sums)
-                            .for_each(|(d, s)| *d += s);
-                    }
+                    add_sums(dst, n, &kernel.tile(a, b), block * MR, panel);
                 }
             }
         });
     Ok(())
+}
+
+/// Adds a block of sums (rows of one panel's NR columns) into `dst` (rows of `n`) from row
+/// `first` on; the block's rows past `dst`'s last and columns past `n` are padding.
+fn add_sums(dst: &mut [f32], n: usize, sums: &[[f32; NR]], first: usize, panel: usize) {
+    let cols = NR.min(n - panel * NR);
+    for (row, sums) in dst.chunks_exact_mut(n).skip(first).zip(sums) {
+        row[panel * NR..][..cols]
+            .iter_mut()
+            .zip(sums)
+            .for_each(|(d, s)| *d += s);
+    }
 }
 
 #[inline(always)]
@@ -427,7 +431,7 @@ mod x86 {
 /// task configures them first and releases them last.
 #[cfg(target_arch = "x86_64")]
 mod amx {
-    use super::{NR, PANEL_PAIRS, PackedB, Strided};
+    use super::{NR, PANEL_PAIRS, PackedB, Strided, add_sums};
     use std::arch::asm;
     use std::sync::OnceLock;
 
@@ -500,7 +504,6 @@ mod amx {
         // SAFETY: the configuration is valid for palette 1 (AMX is usable, so palette 1 exists).
         unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly)) };
         for (panel, b) in b.panels().enumerate() {
-            let cols = NR.min(n - panel * NR);
             for block in 0..blocks {
                 let a_block = &packed_a[block * BLOCK_ROWS * row_words..][..BLOCK_ROWS * row_words];
                 // SAFETY: tiles 0 to 3 are configured; zeroing reads no memory.
@@ -553,13 +556,7 @@ mod amx {
                         options(nostack)
                     )
                 };
-                for (r, sums) in sums.iter().enumerate().take(rows - block * BLOCK_ROWS) {
-                    let at = (block * BLOCK_ROWS + r) * n + panel * NR;
-                    dst[at..at + cols]
-                        .iter_mut()
-                        .zip(sums)
-                        .for_each(|(d, s)| *d += s);
-                }
+                add_sums(dst, n, &sums, block * BLOCK_ROWS, panel);
             }
         }
         // SAFETY: gives the tile state back; no tile is used after it.
