@@ -476,13 +476,14 @@ predict_each_kernel() {
   done
 }
 
-# `--quantize int8` on this machine's CPU with each kernel it runs (BERTCLS_INT8_KERNEL: vnni,
-# avx2, portable) against the portable one: the same integers, so the same bytes. A GPU
-# machine's server CPU often has AVX512-VNNI, which the development machines lack (the VNNI
-# kernel passed this check on a Sapphire Rapids Xeon on 2026-11-26 and is the default since).
+# `--quantize int8` on this machine's CPU with each kernel it runs (BERTCLS_INT8_KERNEL: amx,
+# vnni, avx2, portable) against the portable one: the same integers, so the same bytes. A GPU
+# machine's server CPU often has AVX512-VNNI and AMX (the VNNI kernel passed this check on a
+# Sapphire Rapids Xeon on 2026-11-26; the AMX kernel, the default where present, was written on
+# a development machine with AMX the same day and is checked here too).
 int8_kernels() {
   local ran
-  predict_each_kernel int8 BERTCLS_INT8_KERNEL "portable avx2 vnni" --quantize int8
+  predict_each_kernel int8 BERTCLS_INT8_KERNEL "portable avx2 vnni amx" --quantize int8
   mapfile -t ran < "$OUT/runs/int8-kernels"
   python3 - "$OUT" "${ran[@]}" <<'PY'
 import json, os, sys

@@ -57,7 +57,7 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            if amx::usable() {
+            if super::amx::usable(super::amx::Products::Bf16) {
                 kernels.push(Kernel::Amx);
             }
             if has!("avx512f") && has!("avx512bf16") {
@@ -431,59 +431,17 @@ mod x86 {
 /// task configures them first and releases them last.
 #[cfg(target_arch = "x86_64")]
 mod amx {
+    use super::super::amx::{TILE_ROWS, Tiles};
     use super::{NR, PANEL_PAIRS, PackedB, Strided, add_sums};
     use std::arch::asm;
-    use std::sync::OnceLock;
 
     /// Rows of A and C a task block holds: two tiles of 16.
     const BLOCK_ROWS: usize = 2 * TILE_ROWS;
-    const TILE_ROWS: usize = 16;
-
-    /// Whether this CPU has AMX-TILE and AMX-BF16 (CPUID leaf 7) and Linux lets this process
-    /// use tile data, which it must ask for once (`arch_prctl(ARCH_REQ_XCOMP_PERM,
-    /// XFEATURE_XTILEDATA)`; before Linux 5.16 the call fails and AMX stays off).
-    pub fn usable() -> bool {
-        static USABLE: OnceLock<bool> = OnceLock::new();
-        *USABLE.get_or_init(|| {
-            // An absent leaf 7 reads as zeros: AMX absent.
-            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-            let has = |bit: u32| leaf7.edx >> bit & 1 == 1;
-            if !(has(22) && has(24)) {
-                return false;
-            }
-            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-            const XFEATURE_XTILEDATA: libc::c_long = 18;
-            // SAFETY: a request for a permission; it reads and writes no memory of ours.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_arch_prctl,
-                    ARCH_REQ_XCOMP_PERM,
-                    XFEATURE_XTILEDATA,
-                ) == 0
-            }
-        })
-    }
-
-    /// `ldtilecfg`'s operand: palette 1, tiles 0 to 7 each 16 rows of 64 bytes.
-    #[repr(C, align(64))]
-    struct Config([u8; 64]);
-
-    impl Config {
-        fn new() -> Self {
-            let mut c = [0u8; 64];
-            c[0] = 1;
-            for tile in 0..8 {
-                c[16 + 2 * tile..18 + 2 * tile].copy_from_slice(&64u16.to_le_bytes());
-                c[48 + tile] = TILE_ROWS as u8;
-            }
-            Self(c)
-        }
-    }
 
     /// `dst` (the rows from `first` of the product, `n` columns) += `a`'s rows · `b`.
     ///
     /// # Safety
-    /// [`usable`] must have returned true.
+    /// AMX-BF16 must be usable ([`super::super::amx::usable`]).
     pub unsafe fn add_rows(
         dst: &mut [f32],
         n: usize,
@@ -498,11 +456,10 @@ mod amx {
         packed_a.clear();
         packed_a.resize(blocks * BLOCK_ROWS * row_words, 0);
         a.pack_rows(first, rows, row_words, packed_a);
-        let config = Config::new();
         let mut sums = [[0f32; NR]; BLOCK_ROWS];
         let (a_stride, b_stride) = (row_words * 4, NR * 4);
-        // SAFETY: the configuration is valid for palette 1 (AMX is usable, so palette 1 exists).
-        unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly)) };
+        // SAFETY: the caller's contract: AMX-BF16 is usable.
+        let _tiles = unsafe { Tiles::configure() };
         for (panel, b) in b.panels().enumerate() {
             for block in 0..blocks {
                 let a_block = &packed_a[block * BLOCK_ROWS * row_words..][..BLOCK_ROWS * row_words];
@@ -559,8 +516,6 @@ mod amx {
                 add_sums(dst, n, &sums, block * BLOCK_ROWS, panel);
             }
         }
-        // SAFETY: gives the tile state back; no tile is used after it.
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 }
 

@@ -2,6 +2,8 @@
 //! ([`architecture`]), the parameter registry ([`params`]), shared layers and fused ops, one
 //! file per architecture, and checkpoints ([`weights`]).
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod architecture;
 pub mod attention;
 pub mod attention_train;
