@@ -77,3 +77,95 @@ impl Drop for Tiles {
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 }
+
+/// Sets tiles 0 to 3, the sums of a 32 x 32 block, to zero.
+///
+/// # Safety
+/// Tiles must be configured on this thread ([`Tiles::configure`]).
+#[inline(always)]
+pub unsafe fn zero_sums() {
+    // SAFETY: the caller's contract; zeroing reads no memory.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        )
+    };
+}
+
+/// One step of a 32 x 32 block's sums, with `$op` (`tdpbf16ps`, `tdpbusd`): tiles 4 and 5
+/// load the block's rows 0-15 and 16-31 of the left operand (from `a`, `a_stride` bytes a
+/// row), tiles 6 and 7 its columns 0-15 and 16-31 of the right one (from `b`, `b_stride`
+/// bytes a row), and each product adds into its tile of sums.
+macro_rules! block_step {
+    ($op:literal, $a:expr, $b:expr) => {
+        asm!(
+            "tileloadd tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm5, [{a1} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            concat!($op, " tmm0, tmm4, tmm6"),
+            concat!($op, " tmm1, tmm4, tmm7"),
+            concat!($op, " tmm2, tmm5, tmm6"),
+            concat!($op, " tmm3, tmm5, tmm7"),
+            a0 = in(reg) $a.0, a1 = in(reg) $a.1, sa = in(reg) $a.2,
+            b0 = in(reg) $b.0, b1 = in(reg) $b.1, sb = in(reg) $b.2,
+            options(nostack, readonly)
+        )
+    };
+}
+
+/// The two halves of an operand's part of a block step and their row stride in bytes: rows
+/// 0-15 and 16-31 of the left operand, or columns 0-15 and 16-31 of the right one.
+pub type Halves<T> = (*const T, *const T, usize);
+
+/// [`block_step`] with `tdpbf16ps`: pairs of bf16 in 32-bit words, f32 sums.
+///
+/// # Safety
+/// AMX-BF16 usable, tiles configured on this thread, and each of the four pointers valid for
+/// 16 rows of 64 bytes at its stride.
+#[inline(always)]
+pub unsafe fn step_bf16(a: Halves<u32>, b: Halves<u32>) {
+    // SAFETY: the caller's contract.
+    unsafe { block_step!("tdpbf16ps", a, b) };
+}
+
+/// [`block_step`] with `tdpbusd`: u8 rows by groups of four i8, i32 sums.
+///
+/// # Safety
+/// AMX-INT8 usable, tiles configured on this thread, and each of the four pointers valid for
+/// 16 rows of 64 bytes at its stride.
+#[inline(always)]
+pub unsafe fn step_int8(a: Halves<u8>, b: Halves<i8>) {
+    // SAFETY: the caller's contract.
+    unsafe { block_step!("tdpbusd", a, b) };
+}
+
+/// Stores tiles 0 to 3 into a 32 x 32 block of 4-byte sums at `out`, rows `stride` bytes
+/// apart.
+///
+/// # Safety
+/// Tiles configured on this thread, and `out` valid for writes of 32 rows of 128 bytes at
+/// `stride`.
+#[inline(always)]
+pub unsafe fn store_sums<T>(out: *mut T, stride: usize) {
+    let out = out.cast::<u8>();
+    let half = TILE_ROWS * stride;
+    // SAFETY: the caller's contract: each store writes 16 rows of 64 bytes, at byte 0 or 64
+    // of row 0 or 16.
+    unsafe {
+        asm!(
+            "tilestored [{c0} + {sc}*1], tmm0",
+            "tilestored [{c1} + {sc}*1], tmm1",
+            "tilestored [{c2} + {sc}*1], tmm2",
+            "tilestored [{c3} + {sc}*1], tmm3",
+            c0 = in(reg) out, c1 = in(reg) out.add(TILE_BYTES),
+            c2 = in(reg) out.add(half), c3 = in(reg) out.add(half + TILE_BYTES),
+            sc = in(reg) stride,
+            options(nostack)
+        )
+    };
+}

@@ -431,9 +431,8 @@ mod x86 {
 /// task configures them first and releases them last.
 #[cfg(target_arch = "x86_64")]
 mod amx {
-    use super::super::amx::{TILE_ROWS, Tiles};
+    use super::super::amx::{self, TILE_ROWS, Tiles};
     use super::{NR, PANEL_PAIRS, PackedB, Strided, add_sums};
-    use std::arch::asm;
 
     /// Rows of A and C a task block holds: two tiles of 16.
     const BLOCK_ROWS: usize = 2 * TILE_ROWS;
@@ -463,56 +462,22 @@ mod amx {
         for (panel, b) in b.panels().enumerate() {
             for block in 0..blocks {
                 let a_block = &packed_a[block * BLOCK_ROWS * row_words..][..BLOCK_ROWS * row_words];
-                // SAFETY: tiles 0 to 3 are configured; zeroing reads no memory.
-                unsafe {
-                    asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        "tilezero tmm3",
-                        options(nostack, nomem)
-                    )
-                };
+                // SAFETY: tiles are configured on this thread (`_tiles`).
+                unsafe { amx::zero_sums() };
                 for chunk in 0..row_words / PANEL_PAIRS {
                     let a0 = a_block[chunk * PANEL_PAIRS..].as_ptr();
                     let a1 = a_block[TILE_ROWS * row_words + chunk * PANEL_PAIRS..].as_ptr();
                     let b0 = b[chunk * PANEL_PAIRS * NR..].as_ptr();
                     let b1 = b[chunk * PANEL_PAIRS * NR + NR / 2..].as_ptr();
-                    // SAFETY: each tile load reads 16 rows of 64 bytes at its stride: rows
-                    // `16 * chunk..` of 16 pairs of the block's 32 rows of A (`row_words`, a
+                    // SAFETY: AMX-BF16 is usable (the caller's contract) and tiles configured;
+                    // each tile load reads 16 rows of 64 bytes at its stride: rows `16 *
+                    // chunk..` of 16 pairs of the block's 32 rows of A (`row_words`, a
                     // multiple of 16, per row), and pairs `16 * chunk..+16` of the panel's 16
                     // left or right columns (rows of 32 words); all inside the slices.
-                    unsafe {
-                        asm!(
-                            "tileloadd tmm4, [{a0} + {sa}*1]",
-                            "tileloadd tmm5, [{a1} + {sa}*1]",
-                            "tileloadd tmm6, [{b0} + {sb}*1]",
-                            "tileloadd tmm7, [{b1} + {sb}*1]",
-                            "tdpbf16ps tmm0, tmm4, tmm6",
-                            "tdpbf16ps tmm1, tmm4, tmm7",
-                            "tdpbf16ps tmm2, tmm5, tmm6",
-                            "tdpbf16ps tmm3, tmm5, tmm7",
-                            a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
-                            sa = in(reg) a_stride, sb = in(reg) b_stride,
-                            options(nostack, readonly)
-                        )
-                    };
+                    unsafe { amx::step_bf16((a0, a1, a_stride), (b0, b1, b_stride)) };
                 }
-                let out = sums.as_mut_ptr().cast::<f32>();
-                // SAFETY: `sums` holds 32 rows of 32 floats (128 bytes): each store writes 16
-                // rows of 64 bytes, at column 0 or 16 of row 0 or 16.
-                unsafe {
-                    asm!(
-                        "tilestored [{c0} + {sc}*1], tmm0",
-                        "tilestored [{c1} + {sc}*1], tmm1",
-                        "tilestored [{c2} + {sc}*1], tmm2",
-                        "tilestored [{c3} + {sc}*1], tmm3",
-                        c0 = in(reg) out, c1 = in(reg) out.add(NR / 2),
-                        c2 = in(reg) out.add(TILE_ROWS * NR), c3 = in(reg) out.add(TILE_ROWS * NR + NR / 2),
-                        sc = in(reg) NR * 4,
-                        options(nostack)
-                    )
-                };
+                // SAFETY: `sums` holds 32 rows of 32 floats (128 bytes).
+                unsafe { amx::store_sums(sums.as_mut_ptr(), NR * 4) };
                 add_sums(dst, n, &sums, block * BLOCK_ROWS, panel);
             }
         }

@@ -183,8 +183,9 @@ impl QuantizedLinear {
     /// `x` (rows, inputs) f32 -> (rows, outputs).
     fn run(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let mut out = vec![0f32; rows * self.outputs];
+        // A layer without inputs has no tiles to load: the general path gives its bias.
         #[cfg(target_arch = "x86_64")]
-        if self.kernel == Kernel::Amx {
+        if self.kernel == Kernel::Amx && self.inputs > 0 {
             let width = self.inputs.div_ceil(GROUP).next_multiple_of(PANEL) * GROUP;
             out.par_chunks_mut(AMX_ROWS * self.outputs)
                 .enumerate()
@@ -242,8 +243,7 @@ impl QuantizedLinear {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,avx512f")]
     unsafe fn rows_amx(&self, x: &[f32], first: usize, out: &mut [f32], q: &mut [u8]) {
-        use super::amx::{TILE_BYTES, TILE_ROWS, Tiles};
-        use std::arch::asm;
+        use super::amx::{self, TILE_BYTES, TILE_ROWS, Tiles};
         let width = q.len() / AMX_ROWS;
         let n = out.len() / self.outputs;
         let mut scale = [0f32; AMX_ROWS];
@@ -258,57 +258,22 @@ impl QuantizedLinear {
         // SAFETY: the caller's contract: AMX-INT8 is usable.
         let _tiles = unsafe { Tiles::configure() };
         for (pair, w) in self.tiles.chunks_exact(2 * panel_len).enumerate() {
-            // SAFETY: tiles 0 to 3 are configured; zeroing reads no memory.
-            unsafe {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack, nomem)
-                )
-            };
+            // SAFETY: tiles are configured on this thread (`_tiles`).
+            unsafe { amx::zero_sums() };
             for chunk in 0..width / TILE_BYTES {
                 let a0 = q[chunk * TILE_BYTES..].as_ptr();
                 let a1 = q[TILE_ROWS * width + chunk * TILE_BYTES..].as_ptr();
                 let b0 = w[chunk * TILE_ROWS * TILE_BYTES..].as_ptr();
                 let b1 = w[panel_len + chunk * TILE_ROWS * TILE_BYTES..].as_ptr();
-                // SAFETY: each load reads 16 rows of 64 bytes: inputs `64 * chunk..` of rows
-                // 0-15 or 16-31 of `q` (rows `width` bytes apart, `width` a multiple of 64),
-                // and input groups `16 * chunk..` of the pair's two panels (rows of 16
-                // columns x 4 inputs, 64 bytes apart); all inside the slices.
-                unsafe {
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbusd tmm0, tmm4, tmm6",
-                        "tdpbusd tmm1, tmm4, tmm7",
-                        "tdpbusd tmm2, tmm5, tmm6",
-                        "tdpbusd tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
-                        sa = in(reg) width, sb = in(reg) TILE_BYTES,
-                        options(nostack, readonly)
-                    )
-                };
+                // SAFETY: AMX-INT8 is usable (the caller's contract) and tiles configured;
+                // each load reads 16 rows of 64 bytes: inputs `64 * chunk..` of rows 0-15 or
+                // 16-31 of `q` (rows `width` bytes apart, `width` a multiple of 64), and input
+                // groups `16 * chunk..` of the pair's two panels (rows of 16 columns x 4
+                // inputs, 64 bytes apart); all inside the slices.
+                unsafe { amx::step_int8((a0, a1, width), (b0, b1, TILE_BYTES)) };
             }
-            let c = sums.as_mut_ptr().cast::<i32>();
-            // SAFETY: `sums` holds 32 rows of 32 i32 (128 bytes): each store writes 16 rows of
-            // 64 bytes, at column 0 or 16 of row 0 or 16.
-            unsafe {
-                asm!(
-                    "tilestored [{c0} + {sc}*1], tmm0",
-                    "tilestored [{c1} + {sc}*1], tmm1",
-                    "tilestored [{c2} + {sc}*1], tmm2",
-                    "tilestored [{c3} + {sc}*1], tmm3",
-                    c0 = in(reg) c, c1 = in(reg) c.add(PANEL),
-                    c2 = in(reg) c.add(TILE_ROWS * 2 * PANEL),
-                    c3 = in(reg) c.add(TILE_ROWS * 2 * PANEL + PANEL),
-                    sc = in(reg) 2 * PANEL * 4,
-                    options(nostack)
-                )
-            };
+            // SAFETY: `sums` holds 32 rows of 32 i32 (128 bytes).
+            unsafe { amx::store_sums(sums.as_mut_ptr(), 2 * PANEL * 4) };
             let base = pair * 2 * PANEL;
             let cols = (2 * PANEL).min(self.outputs.saturating_sub(base));
             self.dequantize(&sums[..n], (&scale, &zero), base, cols, out);
