@@ -137,8 +137,12 @@ impl Gradients {
         // (each read waits for every kernel queued before it).
         let mut on_device = Vec::new();
         for g in self.grads.iter().flatten() {
+            // Partial sums collected in order and added in order: a parallel `sum` adds them
+            // in whatever order its tasks split, and a different last bit of the norm makes a
+            // different clipping factor, so the same seed would not train the same weights.
             let fast = with_cpu_f32(g, |v| {
-                v.par_chunks(1 << 16).map(sum_of_squares).sum::<f64>()
+                let partials: Vec<f64> = v.par_chunks(1 << 16).map(sum_of_squares).collect();
+                partials.iter().sum::<f64>()
             });
             match fast {
                 Some(s) => sum += s,
@@ -479,6 +483,22 @@ mod tests {
                 "{n}: {fast} vs {plain}"
             );
         }
+    }
+
+    /// The gradient norm over many chunks: the same bits however the work is split, since a
+    /// different last bit makes a different clipping factor and so different weights.
+    #[test]
+    fn the_norm_is_the_same_on_any_thread_count() {
+        // One chunk's squares sum to 2^60 (its last bit worth 256), eleven chunks' to 100
+        // each: added one at a time to the large sum each is lost; added to each other first,
+        // they are not. So the result depends on the order of the adds.
+        let chunk = 1 << 16;
+        let values: Vec<f32> = (0..12 * chunk)
+            .map(|i| if i < chunk { 4_194_304.0 } else { 0.0390625 })
+            .collect();
+        let mut grads = Gradients::new(1);
+        grads.grads[0] = Some(Tensor::new(values.as_slice(), &Device::Cpu).unwrap());
+        crate::testing::same_on_any_thread_count(|| grads.norm().unwrap().to_bits());
     }
 
     #[test]

@@ -159,3 +159,23 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>())
         .expect("tensors of one shape")
 }
+
+/// `f`'s result on rayon pools of 1, 2, 3 and 8 threads, which split parallel work into
+/// different trees of tasks: a computation whose bits depend on the order its tasks finish
+/// gives different results here (asserted equal, so such a test fails).
+pub fn same_on_any_thread_count<T: PartialEq + std::fmt::Debug + Send>(
+    f: impl Fn() -> T + Sync,
+) -> T {
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool")
+            .install(&f)
+    };
+    let one = on(1);
+    for threads in [2, 3, 8] {
+        assert_eq!(on(threads), one, "{threads} threads against 1");
+    }
+    one
+}

@@ -287,7 +287,7 @@ impl CustomOp1 for ColumnSums {
         let x = f32_slice(s, l, self.name())?;
         let (_, n) = l.shape().dims2()?;
         let chunk = n * rows_per_task(n);
-        let sums = x
+        let partials: Vec<Vec<f32>> = x
             .par_chunks(chunk.max(1))
             .map(|rows| {
                 let mut acc = vec![0f32; n];
@@ -296,13 +296,13 @@ impl CustomOp1 for ColumnSums {
                 }
                 acc
             })
-            .reduce(
-                || vec![0f32; n],
-                |mut a, b| {
-                    a.iter_mut().zip(b).for_each(|(a, v)| *a += v);
-                    a
-                },
-            );
+            .collect();
+        // The partial sums added in row order, not in the order rayon's tasks happened to
+        // split and finish: the same bits on every run with the same seed.
+        let mut sums = vec![0f32; n];
+        for partial in partials {
+            sums.iter_mut().zip(partial).for_each(|(a, v)| *a += v);
+        }
         Ok((CpuStorage::F32(sums), Shape::from(n)))
     }
 }
@@ -805,6 +805,26 @@ mod tests {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 2.0).collect();
         Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    /// The bias gradient's sums: the same bits however the work is split (so the same seed
+    /// trains the same weights), and the plain sums up to rounding.
+    #[test]
+    fn column_sums_are_the_same_on_any_thread_count() {
+        // Magnitudes from 1e-3 to 1e3: sums whose last bits depend on the order of the adds.
+        let (rows, n) = (4000, 24);
+        let mut rng = crate::rng::Rng::new(7);
+        let data: Vec<f32> = (0..rows * n)
+            .map(|i| rng.normal() as f32 * 10f32.powi((i % 7) as i32 - 3))
+            .collect();
+        let t = Tensor::from_vec(data, (rows, n), &Device::Cpu).unwrap();
+        let sums = crate::testing::same_on_any_thread_count(|| {
+            column_sums(&t).unwrap().to_vec1::<f32>().unwrap()
+        });
+        let plain = t.sum(0).unwrap().to_vec1::<f32>().unwrap();
+        for (s, p) in sums.iter().zip(&plain) {
+            assert!((s - p).abs() <= 1e-3 * p.abs().max(1.0), "{s} vs {p}");
+        }
     }
 
     /// Forward and backward of `fused` and `plain` agree on the same random input, with a
