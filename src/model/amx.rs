@@ -24,9 +24,11 @@ pub enum Products {
 /// tile data, which it must ask for once (`arch_prctl(ARCH_REQ_XCOMP_PERM,
 /// XFEATURE_XTILEDATA)`; before Linux 5.16 the call fails and AMX stays off).
 pub fn usable(products: Products) -> bool {
-    // An absent leaf 7 reads as zeros: AMX absent.
-    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-    let has = |bit: u32| leaf7.edx >> bit & 1 == 1;
+    // Read once: the kernels ask before every product, and CPUID in a virtual machine is a
+    // trap to the hypervisor. An absent leaf 7 reads as zeros: AMX absent.
+    static LEAF7_EDX: OnceLock<u32> = OnceLock::new();
+    let edx = *LEAF7_EDX.get_or_init(|| std::arch::x86_64::__cpuid_count(7, 0).edx);
+    let has = |bit: u32| edx >> bit & 1 == 1;
     has(24) && has(products as u32) && permitted()
 }
 
