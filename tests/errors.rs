@@ -67,16 +67,23 @@ fn config_errors() {
         fx.train_one_step("device = \"tpu\""),
         &["device", "invalid device `tpu`"],
     );
-    // A bf16 kernel this CPU does not run (AVX512-BF16 is missing on most test machines; the
-    // choice without the variable is unit-tested in model::bf16).
+    // A bf16 kernel this CPU does not run: AMX or AVX512-BF16 where it lacks them, else a
+    // name no CPU runs (the choice without the variable is unit-tested in model::bf16).
+    use bertcls::model::bf16::Kernel;
+    let missing = [Kernel::Amx, Kernel::Avx512]
+        .into_iter()
+        .find(|k| !Kernel::available().contains(k))
+        .map_or("avx10", Kernel::name);
     let config = fx.config("device = \"cpu\"\nbf16 = true");
     fails_with(
         bertcls(&fx.cache)
-            .env("BERTCLS_BF16_KERNEL", "amx")
+            .env("BERTCLS_BF16_KERNEL", missing)
             .args(["train", "--config", s(&config), "--max-steps", "1"])
             .output()
             .unwrap(),
-        &["bf16 = true: BERTCLS_BF16_KERNEL=amx: not a kernel this CPU runs"],
+        &[&format!(
+            "bf16 = true: BERTCLS_BF16_KERNEL={missing}: not a kernel this CPU runs"
+        )],
     );
     let config = fx.config("");
     fails_with(
