@@ -502,14 +502,14 @@ PY
 # `--dtype bf16` on this machine's CPU with each bf16 kernel it runs (BERTCLS_BF16_KERNEL:
 # amx, avx512bf16, avx2, portable). Every kernel rounds the operands alike and sums in f32 in its own
 # order, so each must give the portable kernel's labels (all but a handful) and probabilities
-# within 0.01. Where the CPU has AVX512-BF16 (development machines do not), also 40 training
-# steps on the CPU in f32 and with bf16 = true: the first measure of the native kernel's speed.
+# within 0.01. Where the CPU has a native kernel (AMX or AVX512-BF16), also 40 training steps on
+# the CPU in f32 and with bf16 = true (the default native kernel): its speed against f32.
 bf16_kernels() {
   local ran mode bin
   bin=$(state cpu_bin)
   predict_each_kernel bf16 BERTCLS_BF16_KERNEL "portable avx2 avx512bf16 amx" --dtype bf16
   mapfile -t ran < "$OUT/runs/bf16-kernels"
-  if [[ " ${ran[*]} " == *" avx512bf16 "* ]]; then  # the native kernel: amx where there is AMX
+  if [[ " ${ran[*]} " == *" avx512bf16 "* || " ${ran[*]} " == *" amx "* ]]; then
     local args
     mapfile -t args < <(train_args)
     for mode in false true; do

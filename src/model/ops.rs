@@ -271,6 +271,15 @@ impl CustomOp3 for Linear {
     }
 }
 
+/// Adds the partial sums of consecutive chunks of rows into `sums` in row order, not in the
+/// order rayon's tasks happened to split and finish: the same bits on every run with the same
+/// seed.
+fn add_in_order(partials: Vec<Vec<f32>>, sums: &mut [f32]) {
+    for partial in partials {
+        sums.iter_mut().zip(partial).for_each(|(s, v)| *s += v);
+    }
+}
+
 /// Sums a contiguous (rows, n) f32 matrix over its rows, in parallel: the bias gradient.
 fn column_sums(t: &Tensor) -> Result<Tensor> {
     t.apply_op1_no_bwd(&ColumnSums)
@@ -297,12 +306,8 @@ impl CustomOp1 for ColumnSums {
                 acc
             })
             .collect();
-        // The partial sums added in row order, not in the order rayon's tasks happened to
-        // split and finish: the same bits on every run with the same seed.
         let mut sums = vec![0f32; n];
-        for partial in partials {
-            sums.iter_mut().zip(partial).for_each(|(a, v)| *a += v);
-        }
+        add_in_order(partials, &mut sums);
         Ok((CpuStorage::F32(sums), Shape::from(n)))
     }
 }
@@ -452,11 +457,7 @@ impl CustomOp3 for LayerNormBackward {
                 acc
             })
             .collect();
-        for partial in partials {
-            for (p, v) in param_grads.iter_mut().zip(partial) {
-                *p += v;
-            }
-        }
+        add_in_order(partials, param_grads);
         Ok((CpuStorage::F32(out), Shape::from(n + 2 * h)))
     }
 }
